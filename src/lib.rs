@@ -3,8 +3,14 @@
 //! An AMQP 1.0 message broker for ordered, exclusive and grouped consumption.
 //!
 //! # Layout
+//! - `core`: protocol-neutral queues, consumers, dispatch and delivery tracking.
+//! - `store`: the `Store` trait (durable messages and queue metadata) and its implementations.
+//! - `amqp`: Ordo's AMQP 1.0 engine on fe2o3-amqp's frames and types; the only module that knows AMQP.
+//! - `server`: the accept loop, connection limit and graceful shutdown.
 //! - `config`: the configuration file, its defaults and validation.
 //! - `auth`: user credentials in SCRAM-SHA-256 form and their verification.
-//! - `core`: protocol-neutral queues, consumers, dispatch and delivery tracking.
-//! - `amqp`: Ordo's AMQP 1.0 engine on fe2o3-amqp's frames and types.
-//! - `server`: the accept loop, connection limit and graceful shutdown.
+
+#![deny(unsafe_code)]
+
+pub mod core;
+pub mod store;

@@ -1,0 +1,33 @@
+//! Errors of the broker core. The protocol layer maps each to a condition
+//! at its edge (`amqp::error`).
+
+use super::ConsumerId;
+
+/// What went wrong in the core.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum CoreError {
+    /// The address names no node and auto-create is off.
+    #[error("no node named '{address}'")]
+    NotFound {
+        /// The address asked for.
+        address: String,
+    },
+    /// The address asks for something the broker does not do (yet).
+    #[error("{what} is not supported")]
+    NotImplemented {
+        /// What was asked for.
+        what: String,
+    },
+    /// A settlement named a delivery this consumer does not hold.
+    #[error("unknown delivery {delivery_id}")]
+    UnknownDelivery {
+        /// The delivery id.
+        delivery_id: u64,
+    },
+    /// A call named a consumer the queue does not know.
+    #[error("unknown consumer {consumer:?}")]
+    UnknownConsumer {
+        /// The consumer id.
+        consumer: ConsumerId,
+    },
+}

@@ -1,0 +1,27 @@
+//! The broker core: protocol-neutral queues, consumers, dispatch and
+//! delivery tracking. Nothing here knows AMQP or sockets.
+//!
+//! - `broker`: the registry of queues, auto-create.
+//! - `queue`: one queue's state machine (decides, returns actions).
+//! - `queue_handle`: the owner of a queue's state (lock + outboxes).
+//! - `outbox`: the mailbox through which queues hand deliveries to a connection.
+//! - `message`: a message as bytes plus routing fields.
+//! - `error`: core errors.
+
+pub mod broker;
+pub mod error;
+pub mod message;
+pub mod outbox;
+pub mod queue;
+pub mod queue_handle;
+
+pub use broker::{Broker, BrokerOptions};
+pub use error::CoreError;
+pub use message::{HeaderFields, Message};
+pub use outbox::{Delivery, FlowState, Outbox, OutboxItem};
+pub use queue::{ConsumerOptions, Outcome};
+pub use queue_handle::{Queue, QueueStats};
+
+/// Identifies one consumer (one outgoing link) across the broker.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct ConsumerId(pub u64);

@@ -1,0 +1,231 @@
+use super::*;
+use bytes::Bytes;
+
+use crate::core::message::HeaderFields;
+
+fn msg(n: u32) -> Arc<Message> {
+    Arc::new(Message {
+        header: HeaderFields::default(),
+        annotations: Bytes::new(),
+        bare: Bytes::from(n.to_be_bytes().to_vec()),
+    })
+}
+
+fn body(m: &Message) -> u32 {
+    u32::from_be_bytes(m.bare[..4].try_into().expect("4-byte body"))
+}
+
+/// Deliveries in `actions`, as (consumer, delivery id, body, delivery count).
+fn delivered(actions: &mut Vec<Action>) -> Vec<(u64, u64, u32, u32)> {
+    actions
+        .drain(..)
+        .filter_map(|a| match a {
+            Action::Deliver(d) => Some((d.consumer.0, d.delivery_id, body(&d.message), d.delivery_count)),
+            Action::Flow(_) => None,
+        })
+        .collect()
+}
+
+const A: ConsumerId = ConsumerId(1);
+const B: ConsumerId = ConsumerId(2);
+
+#[test]
+fn messages_wait_for_credit_and_go_in_order() {
+    let mut q = QueueState::new("q");
+    let mut actions = Vec::new();
+    for n in 0..5 {
+        q.enqueue(msg(n), &mut actions);
+    }
+    q.add_consumer(A, ConsumerOptions::default());
+    assert!(delivered(&mut actions).is_empty());
+    q.flow(A, 0, 3, false, false, &mut actions).unwrap();
+    let got: Vec<u32> = delivered(&mut actions).iter().map(|d| d.2).collect();
+    assert_eq!(got, vec![0, 1, 2]);
+    assert_eq!(q.depth(), 2);
+    assert_eq!(q.unacked(), 3);
+}
+
+#[test]
+fn never_more_than_credit() {
+    let mut q = QueueState::new("q");
+    let mut actions = Vec::new();
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 2, false, false, &mut actions).unwrap();
+    for n in 0..10 {
+        q.enqueue(msg(n), &mut actions);
+    }
+    assert_eq!(delivered(&mut actions).len(), 2);
+    // Re-stating the same credit limit grants nothing new.
+    q.flow(A, 0, 2, false, false, &mut actions).unwrap();
+    assert!(delivered(&mut actions).is_empty());
+    // The consumer saw 2 deliveries and grants 2 more.
+    q.flow(A, 2, 2, false, false, &mut actions).unwrap();
+    assert_eq!(delivered(&mut actions).len(), 2);
+}
+
+#[test]
+fn competing_consumers_round_robin() {
+    let mut q = QueueState::new("q");
+    let mut actions = Vec::new();
+    q.add_consumer(A, ConsumerOptions::default());
+    q.add_consumer(B, ConsumerOptions::default());
+    q.flow(A, 0, 10, false, false, &mut actions).unwrap();
+    q.flow(B, 0, 10, false, false, &mut actions).unwrap();
+    for n in 0..4 {
+        q.enqueue(msg(n), &mut actions);
+    }
+    let who: Vec<u64> = delivered(&mut actions).iter().map(|d| d.0).collect();
+    assert_eq!(who, vec![1, 2, 1, 2]);
+}
+
+#[test]
+fn released_message_returns_to_its_original_position() {
+    let mut q = QueueState::new("q");
+    let mut actions = Vec::new();
+    for n in 0..3 {
+        q.enqueue(msg(n), &mut actions);
+    }
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 1, false, false, &mut actions).unwrap();
+    let first = delivered(&mut actions);
+    assert_eq!(first[0].2, 0);
+    q.settle(A, first[0].1, Outcome::Released, &mut actions).unwrap();
+    q.flow(A, 1, 3, false, false, &mut actions).unwrap();
+    let again: Vec<(u32, u32)> = delivered(&mut actions).iter().map(|d| (d.2, d.3)).collect();
+    // Released: same place, delivery count unchanged.
+    assert_eq!(again, vec![(0, 0), (1, 0), (2, 0)]);
+}
+
+#[test]
+fn lost_consumer_returns_messages_in_order_with_count_plus_one() {
+    let mut q = QueueState::new("q");
+    let mut actions = Vec::new();
+    for n in 0..6 {
+        q.enqueue(msg(n), &mut actions);
+    }
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 4, false, false, &mut actions).unwrap();
+    let got = delivered(&mut actions);
+    // A accepts message 1 only, then goes away holding 0, 2 and 3.
+    q.settle(A, got[1].1, Outcome::Accepted, &mut actions).unwrap();
+    q.remove_consumer(A, &mut actions);
+    assert_eq!(q.depth(), 5);
+    q.add_consumer(B, ConsumerOptions::default());
+    q.flow(B, 0, 10, false, false, &mut actions).unwrap();
+    let again: Vec<(u32, u32)> = delivered(&mut actions).iter().map(|d| (d.2, d.3)).collect();
+    assert_eq!(again, vec![(0, 1), (2, 1), (3, 1), (4, 0), (5, 0)]);
+}
+
+#[test]
+fn accepted_is_removed_and_cannot_be_settled_twice() {
+    let mut q = QueueState::new("q");
+    let mut actions = Vec::new();
+    q.enqueue(msg(7), &mut actions);
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 1, false, false, &mut actions).unwrap();
+    let d = delivered(&mut actions)[0].1;
+    q.settle(A, d, Outcome::Accepted, &mut actions).unwrap();
+    assert_eq!(q.depth() + q.unacked(), 0);
+    assert_eq!(
+        q.settle(A, d, Outcome::Accepted, &mut actions),
+        Err(CoreError::UnknownDelivery { delivery_id: d })
+    );
+}
+
+#[test]
+fn another_consumer_cannot_settle_my_delivery() {
+    let mut q = QueueState::new("q");
+    let mut actions = Vec::new();
+    q.enqueue(msg(1), &mut actions);
+    q.add_consumer(A, ConsumerOptions::default());
+    q.add_consumer(B, ConsumerOptions::default());
+    q.flow(A, 0, 1, false, false, &mut actions).unwrap();
+    let d = delivered(&mut actions)[0].1;
+    assert!(q.settle(B, d, Outcome::Accepted, &mut actions).is_err());
+    assert_eq!(q.unacked(), 1);
+}
+
+#[test]
+fn modified_delivery_failed_counts_the_attempt() {
+    let mut q = QueueState::new("q");
+    let mut actions = Vec::new();
+    q.enqueue(msg(1), &mut actions);
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 5, false, false, &mut actions).unwrap();
+    let d = delivered(&mut actions)[0].1;
+    let outcome = Outcome::Modified {
+        delivery_failed: true,
+        undeliverable_here: false,
+    };
+    q.settle(A, d, outcome, &mut actions).unwrap();
+    let again = delivered(&mut actions);
+    assert_eq!((again[0].2, again[0].3), (1, 1));
+}
+
+#[test]
+fn drain_uses_up_credit_and_reports_it() {
+    let mut q = QueueState::new("q");
+    let mut actions = Vec::new();
+    q.enqueue(msg(1), &mut actions);
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 5, true, false, &mut actions).unwrap();
+    let flows: Vec<FlowState> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Flow(f) => Some(*f),
+            Action::Deliver(_) => None,
+        })
+        .collect();
+    assert_eq!(delivered(&mut actions).len(), 1);
+    assert_eq!(flows.len(), 1);
+    assert_eq!((flows[0].delivery_count, flows[0].credit, flows[0].drain), (5, 0, true));
+    // After the drain, new messages wait: no credit is left.
+    q.enqueue(msg(2), &mut actions);
+    assert!(delivered(&mut actions).is_empty());
+}
+
+#[test]
+fn credit_behind_what_was_sent_is_zero_not_huge() {
+    let mut q = QueueState::new("q");
+    let mut actions = Vec::new();
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 3, false, false, &mut actions).unwrap();
+    for n in 0..3 {
+        q.enqueue(msg(n), &mut actions);
+    }
+    assert_eq!(delivered(&mut actions).len(), 3);
+    // A stale flow from before those deliveries arrived: limit 1 < sent 3.
+    q.flow(A, 0, 1, false, false, &mut actions).unwrap();
+    q.enqueue(msg(9), &mut actions);
+    assert!(delivered(&mut actions).is_empty());
+}
+
+#[test]
+fn delivery_count_wraps_with_serial_arithmetic() {
+    let mut q = QueueState::new("q");
+    let mut actions = Vec::new();
+    q.add_consumer(A, ConsumerOptions::default());
+    // Two drains move the link's delivery count to just below the wrap.
+    let half = i32::MAX as u32;
+    q.flow(A, 0, half, true, false, &mut actions).unwrap();
+    q.flow(A, half, half, true, false, &mut actions).unwrap();
+    actions.clear();
+    // The credit limit wraps past zero: still 4 deliveries of credit.
+    q.flow(A, u32::MAX - 1, 4, false, false, &mut actions).unwrap();
+    for n in 0..4 {
+        q.enqueue(msg(n), &mut actions);
+    }
+    assert_eq!(delivered(&mut actions).len(), 4);
+}
+
+#[test]
+fn presettled_consumer_takes_messages_for_good() {
+    let mut q = QueueState::new("q");
+    let mut actions = Vec::new();
+    q.enqueue(msg(1), &mut actions);
+    q.add_consumer(A, ConsumerOptions { presettled: true });
+    q.flow(A, 0, 5, false, false, &mut actions).unwrap();
+    assert_eq!(delivered(&mut actions).len(), 1);
+    q.remove_consumer(A, &mut actions);
+    assert_eq!(q.depth() + q.unacked(), 0);
+}
