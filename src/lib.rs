@@ -12,5 +12,6 @@
 
 #![deny(unsafe_code)]
 
+pub mod amqp;
 pub mod core;
 pub mod store;

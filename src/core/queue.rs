@@ -317,7 +317,8 @@ impl QueueState {
             }));
             if !settled {
                 let consumer = consumer.id;
-                self.unacked.insert(delivery_id, Unacked { entry, consumer });
+                self.unacked
+                    .insert(delivery_id, Unacked { entry, consumer });
             }
         }
         for consumer in self.consumers.iter_mut().filter(|c| c.drain) {

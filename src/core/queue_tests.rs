@@ -20,7 +20,12 @@ fn delivered(actions: &mut Vec<Action>) -> Vec<(u64, u64, u32, u32)> {
     actions
         .drain(..)
         .filter_map(|a| match a {
-            Action::Deliver(d) => Some((d.consumer.0, d.delivery_id, body(&d.message), d.delivery_count)),
+            Action::Deliver(d) => Some((
+                d.consumer.0,
+                d.delivery_id,
+                body(&d.message),
+                d.delivery_count,
+            )),
             Action::Flow(_) => None,
         })
         .collect()
@@ -89,7 +94,8 @@ fn released_message_returns_to_its_original_position() {
     q.flow(A, 0, 1, false, false, &mut actions).unwrap();
     let first = delivered(&mut actions);
     assert_eq!(first[0].2, 0);
-    q.settle(A, first[0].1, Outcome::Released, &mut actions).unwrap();
+    q.settle(A, first[0].1, Outcome::Released, &mut actions)
+        .unwrap();
     q.flow(A, 1, 3, false, false, &mut actions).unwrap();
     let again: Vec<(u32, u32)> = delivered(&mut actions).iter().map(|d| (d.2, d.3)).collect();
     // Released: same place, delivery count unchanged.
@@ -107,7 +113,8 @@ fn lost_consumer_returns_messages_in_order_with_count_plus_one() {
     q.flow(A, 0, 4, false, false, &mut actions).unwrap();
     let got = delivered(&mut actions);
     // A accepts message 1 only, then goes away holding 0, 2 and 3.
-    q.settle(A, got[1].1, Outcome::Accepted, &mut actions).unwrap();
+    q.settle(A, got[1].1, Outcome::Accepted, &mut actions)
+        .unwrap();
     q.remove_consumer(A, &mut actions);
     assert_eq!(q.depth(), 5);
     q.add_consumer(B, ConsumerOptions::default());
@@ -178,7 +185,10 @@ fn drain_uses_up_credit_and_reports_it() {
         .collect();
     assert_eq!(delivered(&mut actions).len(), 1);
     assert_eq!(flows.len(), 1);
-    assert_eq!((flows[0].delivery_count, flows[0].credit, flows[0].drain), (5, 0, true));
+    assert_eq!(
+        (flows[0].delivery_count, flows[0].credit, flows[0].drain),
+        (5, 0, true)
+    );
     // After the drain, new messages wait: no credit is left.
     q.enqueue(msg(2), &mut actions);
     assert!(delivered(&mut actions).is_empty());
@@ -211,7 +221,8 @@ fn delivery_count_wraps_with_serial_arithmetic() {
     q.flow(A, half, half, true, false, &mut actions).unwrap();
     actions.clear();
     // The credit limit wraps past zero: still 4 deliveries of credit.
-    q.flow(A, u32::MAX - 1, 4, false, false, &mut actions).unwrap();
+    q.flow(A, u32::MAX - 1, 4, false, false, &mut actions)
+        .unwrap();
     for n in 0..4 {
         q.enqueue(msg(n), &mut actions);
     }

@@ -96,7 +96,11 @@ mod tests {
             message: Bytes::from_static(b"x"),
         };
         store
-            .commit(vec![Record::QueueDeclared { queue: "q".into() }, m(1), m(2)])
+            .commit(vec![
+                Record::QueueDeclared { queue: "q".into() },
+                m(1),
+                m(2),
+            ])
             .unwrap();
         store
             .commit(vec![Record::Removed {
@@ -105,7 +109,10 @@ mod tests {
             }])
             .unwrap();
         let live = store.recover().unwrap();
-        assert_eq!(live, vec![Record::QueueDeclared { queue: "q".into() }, m(2)]);
+        assert_eq!(
+            live,
+            vec![Record::QueueDeclared { queue: "q".into() }, m(2)]
+        );
     }
 
     #[test]

@@ -1,0 +1,261 @@
+//! Before the connection opens: protocol headers and SASL.
+//!
+//! The server reads the client's header first and answers it. A plain AMQP
+//! header is accepted only where anonymous access is allowed; otherwise the
+//! client must go through SASL. A header we cannot speak is answered with
+//! the header we prefer, then the socket is closed (AMQP 2.2).
+
+use std::sync::Arc;
+
+use bytes::{Bytes, BytesMut};
+use fe2o3_amqp::frames::sasl::Frame as SaslFrame;
+use fe2o3_amqp::types::primitives::{Array, Binary, Symbol};
+use fe2o3_amqp::types::sasl::{SaslChallenge, SaslCode, SaslMechanisms, SaslOutcome};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use super::frame::{self, FrameError};
+
+/// The AMQP protocol header (protocol id 0).
+pub const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
+/// The SASL protocol header (protocol id 3).
+pub const SASL_HEADER: [u8; 8] = *b"AMQP\x03\x01\x00\x00";
+/// Largest SASL frame we read.
+const SASL_MAX_FRAME: u32 = 64 * 1024;
+
+/// Who checks credentials; implemented by `crate::auth::Authenticator`.
+pub trait Credentials: Send + Sync {
+    /// Whether clients may connect without credentials.
+    fn allow_anonymous(&self) -> bool;
+    /// Whether `password` is right for `username` (SASL PLAIN). Slow on
+    /// purpose (key stretching): called off the async threads.
+    fn check_plain(&self, username: &str, password: &str) -> bool;
+}
+
+/// Who the peer is once the handshake is over.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Identity {
+    /// No credentials (plain AMQP or SASL ANONYMOUS).
+    Anonymous,
+    /// Authenticated with SASL PLAIN.
+    User(String),
+}
+
+/// Why a handshake ended without a connection.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The first bytes are not an AMQP protocol header we speak.
+    #[error("unsupported protocol header {0:02x?}")]
+    BadHeader(Vec<u8>),
+    /// Plain AMQP without SASL where anonymous access is off.
+    #[error("SASL is required on this listener")]
+    SaslRequired,
+    /// Authentication failed.
+    #[error("authentication failed (mechanism {mechanism}{})", user.as_deref().map(|u| format!(", user '{u}'")).unwrap_or_default())]
+    AuthFailed {
+        /// The mechanism tried.
+        mechanism: String,
+        /// The user name, if one was given.
+        user: Option<String>,
+    },
+    /// A SASL frame could not be read, or came out of turn.
+    #[error("SASL exchange failed: {0}")]
+    Sasl(String),
+    /// A frame-level error.
+    #[error(transparent)]
+    Frame(#[from] FrameError),
+    /// The socket failed or closed.
+    #[error("i/o: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Runs the header and SASL exchange. Bytes read past the final header
+/// stay in `buf` for the connection.
+pub async fn handshake<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    credentials: Arc<dyn Credentials>,
+) -> Result<Identity, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let header = read_header(stream, buf).await?;
+    match header {
+        AMQP_HEADER if credentials.allow_anonymous() => {
+            stream.write_all(&AMQP_HEADER).await?;
+            Ok(Identity::Anonymous)
+        }
+        AMQP_HEADER => {
+            stream.write_all(&SASL_HEADER).await?;
+            Err(HandshakeError::SaslRequired)
+        }
+        SASL_HEADER => {
+            stream.write_all(&SASL_HEADER).await?;
+            let identity = sasl(stream, buf, credentials).await?;
+            let header = read_header(stream, buf).await?;
+            if header != AMQP_HEADER {
+                stream.write_all(&AMQP_HEADER).await?;
+                return Err(HandshakeError::BadHeader(header.to_vec()));
+            }
+            stream.write_all(&AMQP_HEADER).await?;
+            Ok(identity)
+        }
+        other => {
+            // Tell the client what we speak, then close.
+            stream.write_all(&SASL_HEADER).await?;
+            Err(HandshakeError::BadHeader(other.to_vec()))
+        }
+    }
+}
+
+/// Reads the 8-byte protocol header.
+async fn read_header<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<[u8; 8], HandshakeError> {
+    while buf.len() < 8 {
+        if !buf.is_empty() && !b"AMQP".starts_with(&buf[..buf.len().min(4)]) {
+            // Not AMQP at all: no need to wait for 8 bytes.
+            let mut h = [0u8; 8];
+            h[..buf.len()].copy_from_slice(buf);
+            return Ok(h);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(HandshakeError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+    let h = buf.split_to(8);
+    let mut header = [0u8; 8];
+    header.copy_from_slice(&h);
+    Ok(header)
+}
+
+/// Reads the next whole SASL frame.
+async fn read_sasl<S: AsyncRead + Unpin>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+) -> Result<SaslFrame, HandshakeError> {
+    loop {
+        if let Some(frame) = frame::next_sasl(buf, SASL_MAX_FRAME)? {
+            return Ok(frame);
+        }
+        if stream.read_buf(buf).await? == 0 {
+            return Err(HandshakeError::Io(std::io::ErrorKind::UnexpectedEof.into()));
+        }
+    }
+}
+
+/// Writes one SASL frame.
+async fn write_sasl<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    frame: SaslFrame,
+) -> Result<(), HandshakeError> {
+    let mut out = BytesMut::new();
+    frame::write_frame(&mut out, true, 0, &frame, &[]);
+    stream.write_all(&out).await?;
+    Ok(())
+}
+
+/// The SASL exchange: mechanisms, init (and a response for PLAIN without
+/// an initial response), outcome.
+async fn sasl<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    credentials: Arc<dyn Credentials>,
+) -> Result<Identity, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut mechanisms = Vec::new();
+    if credentials.allow_anonymous() {
+        mechanisms.push(Symbol::from("ANONYMOUS"));
+    }
+    mechanisms.push(Symbol::from("PLAIN"));
+    write_sasl(
+        stream,
+        SaslFrame::Mechanisms(SaslMechanisms {
+            sasl_server_mechanisms: Array(mechanisms),
+        }),
+    )
+    .await?;
+    let SaslFrame::Init(init) = read_sasl(stream, buf).await? else {
+        return Err(HandshakeError::Sasl("expected sasl-init".into()));
+    };
+    let mechanism = init.mechanism.as_str().to_string();
+    let result = match mechanism.as_str() {
+        "ANONYMOUS" if credentials.allow_anonymous() => Ok(Identity::Anonymous),
+        "PLAIN" => {
+            let response = match init.initial_response {
+                Some(r) => r.into_vec(),
+                None => {
+                    write_sasl(
+                        stream,
+                        SaslFrame::Challenge(SaslChallenge {
+                            challenge: Binary::from(Vec::new()),
+                        }),
+                    )
+                    .await?;
+                    match read_sasl(stream, buf).await? {
+                        SaslFrame::Response(r) => r.response.into_vec(),
+                        _ => return Err(HandshakeError::Sasl("expected sasl-response".into())),
+                    }
+                }
+            };
+            check_plain(&response, credentials).await
+        }
+        _ => Err(HandshakeError::AuthFailed {
+            mechanism: mechanism.clone(),
+            user: None,
+        }),
+    };
+    let code = if result.is_ok() {
+        SaslCode::Ok
+    } else {
+        SaslCode::Auth
+    };
+    write_sasl(
+        stream,
+        SaslFrame::Outcome(SaslOutcome {
+            code,
+            additional_data: None,
+        }),
+    )
+    .await?;
+    result
+}
+
+/// Checks a PLAIN response (`authzid NUL authcid NUL password`).
+async fn check_plain(
+    response: &[u8],
+    credentials: Arc<dyn Credentials>,
+) -> Result<Identity, HandshakeError> {
+    let fail = |user: Option<String>| HandshakeError::AuthFailed {
+        mechanism: "PLAIN".into(),
+        user,
+    };
+    let mut parts = response.split(|b| *b == 0);
+    let (Some(_authzid), Some(user), Some(password), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
+    else {
+        return Err(fail(None));
+    };
+    let (Ok(user), Ok(password)) = (std::str::from_utf8(user), std::str::from_utf8(password))
+    else {
+        return Err(fail(None));
+    };
+    let (user, password) = (
+        user.to_string(),
+        Bytes::copy_from_slice(password.as_bytes()),
+    );
+    let name = user.clone();
+    let ok = tokio::task::spawn_blocking(move || {
+        let password = std::str::from_utf8(&password).unwrap_or_default();
+        credentials.check_plain(&name, password)
+    })
+    .await
+    .unwrap_or(false);
+    if ok {
+        Ok(Identity::User(user))
+    } else {
+        Err(fail(Some(user)))
+    }
+}

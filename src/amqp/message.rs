@@ -1,0 +1,210 @@
+//! Message sections: finds where each section of a producer's message starts
+//! and ends, parses only the header, and builds the bytes a consumer gets.
+//!
+//! The bare message (properties, application properties, body) and the
+//! footer are kept as one `Bytes` slice of the producer's transfer payload
+//! and never decoded. Delivery annotations are hop-by-hop and dropped.
+
+use bytes::{BufMut, Bytes, BytesMut};
+use fe2o3_amqp::types::messaging::{Header, Priority};
+
+use super::frame::Payload;
+use crate::core::{Delivery, HeaderFields, Message};
+
+/// Section descriptor codes (AMQP 3.2).
+const HEADER: u64 = 0x70;
+const DELIVERY_ANNOTATIONS: u64 = 0x71;
+const MESSAGE_ANNOTATIONS: u64 = 0x72;
+const FOOTER: u64 = 0x78;
+
+/// Why a message cannot be read. Maps to `amqp:decode-error`.
+#[derive(Debug, thiserror::Error, PartialEq, Eq)]
+pub enum MessageError {
+    /// The bytes end inside a section.
+    #[error("message truncated at byte {0}")]
+    Truncated(usize),
+    /// A section is not a described type with a known section descriptor.
+    #[error("byte {0}: not a message section")]
+    NotASection(usize),
+    /// A section appears out of the order AMQP requires.
+    #[error("byte {0}: section out of order")]
+    OutOfOrder(usize),
+    /// An encoding code that AMQP does not define.
+    #[error("byte {offset}: unknown encoding {code:#04x}")]
+    UnknownEncoding {
+        /// Where.
+        offset: usize,
+        /// The code.
+        code: u8,
+    },
+    /// The header section does not decode.
+    #[error("invalid header: {0}")]
+    BadHeader(String),
+}
+
+/// Length of the value starting at `pos` (format code included).
+fn value_len(buf: &[u8], pos: usize) -> Result<usize, MessageError> {
+    let code = *buf.get(pos).ok_or(MessageError::Truncated(pos))?;
+    let fixed = |n: usize| Ok(1 + n);
+    let sized8 = || -> Result<usize, MessageError> {
+        let n = *buf.get(pos + 1).ok_or(MessageError::Truncated(pos + 1))?;
+        Ok(2 + usize::from(n))
+    };
+    let sized32 = || -> Result<usize, MessageError> {
+        let b = buf
+            .get(pos + 1..pos + 5)
+            .ok_or(MessageError::Truncated(pos + 1))?;
+        Ok(5 + u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize)
+    };
+    let len = match code {
+        0x00 => {
+            // Described type: descriptor, then the value.
+            let d = value_len(buf, pos + 1)?;
+            let v = value_len(buf, pos + 1 + d)?;
+            Ok(1 + d + v)
+        }
+        0x40..=0x45 => fixed(0),
+        0x50..=0x56 => fixed(1),
+        0x60..=0x61 => fixed(2),
+        0x70..=0x74 => fixed(4),
+        0x80..=0x84 => fixed(8),
+        0x94 | 0x98 => fixed(16),
+        0xa0 | 0xa1 | 0xa3 | 0xc0 | 0xc1 | 0xe0 => sized8(),
+        0xb0 | 0xb1 | 0xb3 | 0xd0 | 0xd1 | 0xf0 => sized32(),
+        _ => Err(MessageError::UnknownEncoding { offset: pos, code }),
+    }?;
+    if pos + len > buf.len() {
+        return Err(MessageError::Truncated(buf.len()));
+    }
+    Ok(len)
+}
+
+/// The section code of the described value at `pos`, and its total length.
+fn section_at(buf: &[u8], pos: usize) -> Result<(u64, usize), MessageError> {
+    if buf[pos] != 0x00 {
+        return Err(MessageError::NotASection(pos));
+    }
+    let code = match buf.get(pos + 1) {
+        Some(0x53) => u64::from(*buf.get(pos + 2).ok_or(MessageError::Truncated(pos))?),
+        Some(0x80) => {
+            let b = buf
+                .get(pos + 2..pos + 10)
+                .ok_or(MessageError::Truncated(pos))?;
+            u64::from_be_bytes([b[0], b[1], b[2], b[3], b[4], b[5], b[6], b[7]])
+        }
+        Some(0xa3) | Some(0xb3) => {
+            let d = value_len(buf, pos + 1)?;
+            let name = &buf[pos + 1..pos + 1 + d];
+            symbolic_code(name).ok_or(MessageError::NotASection(pos))?
+        }
+        _ => return Err(MessageError::NotASection(pos)),
+    };
+    if !(HEADER..=FOOTER).contains(&code) {
+        return Err(MessageError::NotASection(pos));
+    }
+    Ok((code, value_len(buf, pos)?))
+}
+
+/// Section code for a symbolic descriptor (`amqp:header:list`, ...).
+fn symbolic_code(encoded: &[u8]) -> Option<u64> {
+    let skip = if encoded.first() == Some(&0xa3) { 2 } else { 5 };
+    let name = encoded.get(skip..)?;
+    const NAMES: [&[u8]; 9] = [
+        b"amqp:header:list",
+        b"amqp:delivery-annotations:map",
+        b"amqp:message-annotations:map",
+        b"amqp:properties:list",
+        b"amqp:application-properties:map",
+        b"amqp:data:binary",
+        b"amqp:amqp-sequence:list",
+        b"amqp:value:*",
+        b"amqp:footer:map",
+    ];
+    NAMES
+        .iter()
+        .position(|n| *n == name)
+        .map(|i| HEADER + i as u64)
+}
+
+/// Reads a producer's message: where its sections are, and its header.
+pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
+    let buf = &payload[..];
+    let mut pos = 0;
+    let mut last_code = 0u64;
+    let mut header = HeaderFields::default();
+    let mut annotations = Bytes::new();
+    let mut bare_start = buf.len();
+    while pos < buf.len() {
+        let (code, len) = section_at(buf, pos)?;
+        // Header, delivery annotations, message annotations, properties and
+        // application properties each at most once and in that order; body
+        // sections (data, amqp-sequence) may repeat; footer last.
+        let repeatable = matches!(code, 0x75 | 0x76);
+        if code < last_code || (code == last_code && !repeatable) {
+            return Err(MessageError::OutOfOrder(pos));
+        }
+        last_code = code;
+        let section = &buf[pos..pos + len];
+        match code {
+            HEADER => header = parse_header(section)?,
+            DELIVERY_ANNOTATIONS => {}
+            MESSAGE_ANNOTATIONS => annotations = payload.slice(pos..pos + len),
+            _ => {
+                if bare_start == buf.len() {
+                    bare_start = pos;
+                }
+            }
+        }
+        pos += len;
+    }
+    Ok(Message {
+        header,
+        annotations,
+        bare: payload.slice(bare_start..),
+    })
+}
+
+/// Parses the header section into the fields the broker owns.
+fn parse_header(section: &[u8]) -> Result<HeaderFields, MessageError> {
+    let h: Header =
+        serde_amqp::from_slice(section).map_err(|e| MessageError::BadHeader(e.to_string()))?;
+    Ok(HeaderFields {
+        durable: h.durable,
+        priority: h.priority.0,
+        ttl: h.ttl,
+        delivery_count: h.delivery_count,
+        present: true,
+    })
+}
+
+/// The bytes a consumer receives for this delivery: a header (when the
+/// producer sent one or the broker has something to say in it), the
+/// message annotations, then the untouched bare message and footer.
+pub fn delivery_payload(delivery: &Delivery) -> Payload {
+    let m = &delivery.message;
+    let needs_header = m.header.present || delivery.delivery_count > 0 || !delivery.first_acquirer;
+    let mut parts = Vec::with_capacity(3);
+    if needs_header {
+        let header = Header {
+            durable: m.header.durable,
+            priority: Priority(m.header.priority),
+            ttl: m.header.ttl,
+            first_acquirer: delivery.first_acquirer,
+            delivery_count: delivery.delivery_count,
+        };
+        let mut out = BytesMut::with_capacity(24);
+        let mut serializer = serde_amqp::ser::Serializer::from((&mut out).writer());
+        if serde::Serialize::serialize(&header, &mut serializer).is_ok() {
+            parts.push(out.freeze());
+        }
+    }
+    if !m.annotations.is_empty() {
+        parts.push(m.annotations.clone());
+    }
+    parts.push(m.bare.clone());
+    Payload::new(parts)
+}
+
+#[cfg(test)]
+#[path = "message_tests.rs"]
+mod tests;

@@ -1,0 +1,26 @@
+//! Ordo's AMQP 1.0 engine, built on fe2o3-amqp's frame codec and types.
+//! The only module that imports fe2o3_amqp.
+//!
+//! - `handshake`: protocol headers and SASL, before the connection opens.
+//! - `connection`: one connection's state machine (sans I/O).
+//! - `session`: windows, delivery ids, link handles.
+//! - `link`: attach/detach, producer links (incoming transfers).
+//! - `outgoing`: deliveries to consumers (frame splitting, dispositions).
+//! - `frame`: reading and writing frames.
+//! - `message`: message sections: parse the header, keep the rest as bytes.
+//! - `address`: node addresses and their options.
+//! - `error`: mapping of core errors to AMQP conditions.
+//! - `io`: the task that runs a connection over a socket.
+
+pub mod address;
+pub mod connection;
+pub mod error;
+pub mod frame;
+pub mod handshake;
+pub mod io;
+pub mod link;
+pub mod message;
+pub mod outgoing;
+pub mod session;
+
+pub use connection::{Connection, EngineConfig};

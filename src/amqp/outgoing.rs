@@ -1,0 +1,263 @@
+//! Deliveries we send to consumers: splitting into frames that fit the
+//! peer's max-frame-size, counting each frame in the session's outgoing
+//! window, and applying the consumer's dispositions.
+
+use std::collections::HashMap;
+
+use bytes::Bytes;
+use fe2o3_amqp::types::definitions::Role;
+use fe2o3_amqp::types::messaging::{DeliveryState, Modified};
+use fe2o3_amqp::types::performatives::{Disposition, Transfer};
+use fe2o3_amqp::types::primitives::Binary;
+
+use super::connection::Output;
+use super::frame::{self, Payload, FRAME_HEADER_SIZE};
+use super::message;
+use super::session::{serial_lt, Ctx, Session};
+use crate::core::{ConsumerId, Delivery, FlowState, Outcome};
+
+/// A delivery we sent and the consumer has not settled.
+#[derive(Debug, Clone, Copy)]
+pub struct OutDelivery {
+    /// Our handle of the link it went on.
+    pub handle: u32,
+    /// The consumer, for the queue.
+    pub consumer: ConsumerId,
+    /// The queue's delivery id.
+    pub core_id: u64,
+}
+
+/// Work waiting for the peer's session window, in order.
+#[derive(Debug)]
+pub enum Pending {
+    /// A delivery, possibly part sent.
+    Transfer(OutTransfer),
+    /// A link flow that must follow the transfers before it.
+    Flow {
+        /// Our handle.
+        handle: u32,
+        /// The link's state.
+        state: FlowState,
+    },
+}
+
+/// A delivery being sent.
+#[derive(Debug)]
+pub struct OutTransfer {
+    /// Our handle.
+    handle: u32,
+    /// Session delivery id.
+    delivery_id: u32,
+    /// Delivery tag (the queue's delivery id).
+    tag: Bytes,
+    /// Pre-settled.
+    settled: bool,
+    /// The message bytes.
+    payload: Payload,
+    /// Bytes already sent.
+    offset: usize,
+}
+
+/// The largest encoded transfer performative we write on the single-frame
+/// path (handle, delivery-id, an 8-byte tag, format, settled and list overhead).
+const TRANSFER_OVERHEAD: usize = 64;
+
+impl Pending {
+    /// A delivery to send.
+    pub fn transfer(handle: u32, delivery_id: u32, d: &Delivery) -> Self {
+        Pending::Transfer(OutTransfer {
+            handle,
+            delivery_id,
+            tag: Bytes::copy_from_slice(&d.delivery_id.to_be_bytes()),
+            settled: d.settled,
+            payload: message::delivery_payload(d),
+            offset: 0,
+        })
+    }
+
+    /// The link it belongs to.
+    pub fn handle(&self) -> u32 {
+        match self {
+            Pending::Transfer(t) => t.handle,
+            Pending::Flow { handle, .. } => *handle,
+        }
+    }
+}
+
+impl Session {
+    /// Writes pending transfers while the peer's incoming window allows,
+    /// one frame at a time.
+    pub fn emit(&mut self, out: &mut Output) {
+        let base = self.session_flow();
+        while let Some(front) = self.pending.front_mut() {
+            match front {
+                Pending::Flow { handle, state } => {
+                    let mut f = base.clone();
+                    f.next_outgoing_id = self.next_outgoing_id;
+                    f.handle = Some((*handle).into());
+                    f.delivery_count = Some(state.delivery_count);
+                    f.link_credit = Some(state.credit);
+                    f.available = Some(state.available);
+                    f.drain = state.drain;
+                    out.frame(self.channel, &f);
+                    self.pending.pop_front();
+                }
+                Pending::Transfer(t) => {
+                    if self.remote_incoming_window == 0 {
+                        return;
+                    }
+                    let done = write_transfer_frame(out, self.channel, t);
+                    self.next_outgoing_id = self.next_outgoing_id.wrapping_add(1);
+                    self.remote_incoming_window -= 1;
+                    if done {
+                        self.pending.pop_front();
+                    }
+                }
+            }
+        }
+    }
+
+    /// The consumer's disposition of deliveries we sent.
+    pub(super) fn on_consumer_disposition(&mut self, d: Disposition, ctx: &mut Ctx<'_>) {
+        let outcome = match &d.state {
+            Some(DeliveryState::Accepted(_)) => Some(Outcome::Accepted),
+            Some(DeliveryState::Released(_)) => Some(Outcome::Released),
+            Some(DeliveryState::Rejected(_)) => Some(Outcome::Rejected),
+            Some(DeliveryState::Modified(Modified {
+                delivery_failed,
+                undeliverable_here,
+                ..
+            })) => Some(Outcome::Modified {
+                delivery_failed: delivery_failed.unwrap_or(false),
+                undeliverable_here: undeliverable_here.unwrap_or(false),
+            }),
+            // Settled with no outcome: taken as accepted, as Artemis does.
+            None if d.settled => Some(Outcome::Accepted),
+            _ => None,
+        };
+        let Some(outcome) = outcome else {
+            // A non-terminal state (received) or one we do not support yet.
+            return;
+        };
+        let first = d.first;
+        let last = d.last.unwrap_or(first);
+        let ids = self.ids_in_range(first, last);
+        let mut by_consumer: HashMap<ConsumerId, (u32, Vec<u64>)> = HashMap::new();
+        let mut settled_ids = Vec::new();
+        for id in ids {
+            if let Some(od) = self.unsettled.remove(&id) {
+                by_consumer
+                    .entry(od.consumer)
+                    .or_insert((od.handle, Vec::new()))
+                    .1
+                    .push(od.core_id);
+                settled_ids.push(id);
+            }
+        }
+        for (consumer, (handle, core_ids)) in by_consumer {
+            if let Some(Some(link)) = self.links.get(handle as usize) {
+                if let super::link::LinkKind::Consumer(c) = &link.kind {
+                    if let Err(e) = c.queue.settle(consumer, &core_ids, outcome) {
+                        tracing::debug!(error = %e, "disposition for an unknown delivery");
+                    }
+                }
+            }
+        }
+        if !d.settled && !settled_ids.is_empty() {
+            // The consumer waits for us to settle (rcv-settle-mode second, or
+            // it simply left settlement to us): the outcome is applied.
+            settled_ids.sort_by(|a, b| {
+                if serial_lt(*a, *b) {
+                    std::cmp::Ordering::Less
+                } else if a == b {
+                    std::cmp::Ordering::Equal
+                } else {
+                    std::cmp::Ordering::Greater
+                }
+            });
+            let mut start = settled_ids[0];
+            let mut end = start;
+            for &id in &settled_ids[1..] {
+                if id == end.wrapping_add(1) {
+                    end = id;
+                } else {
+                    send_settle(ctx.out, self.channel, start, end, d.state.clone());
+                    start = id;
+                    end = id;
+                }
+            }
+            send_settle(ctx.out, self.channel, start, end, d.state.clone());
+        }
+    }
+
+    /// Unsettled delivery ids within `first..=last` (serial order), without
+    /// walking a huge range a peer might send.
+    fn ids_in_range(&self, first: u32, last: u32) -> Vec<u32> {
+        let span = last.wrapping_sub(first) as u64 + 1;
+        if span > self.unsettled.len() as u64 {
+            self.unsettled
+                .keys()
+                .copied()
+                .filter(|id| id.wrapping_sub(first) <= last.wrapping_sub(first))
+                .collect()
+        } else {
+            (0..span as u32).map(|i| first.wrapping_add(i)).collect()
+        }
+    }
+}
+
+/// Appends our disposition settling `first..=last` with `state`.
+fn send_settle(
+    out: &mut Output,
+    channel: u16,
+    first: u32,
+    last: u32,
+    state: Option<DeliveryState>,
+) {
+    out.frame(
+        channel,
+        &Disposition {
+            role: Role::Sender,
+            first,
+            last: (last != first).then_some(last),
+            settled: true,
+            state,
+            batchable: false,
+        },
+    );
+}
+
+/// Writes the next frame of a delivery. Returns true when it was the last.
+fn write_transfer_frame(out: &mut Output, channel: u16, t: &mut OutTransfer) -> bool {
+    let max_frame = out.max_frame as usize;
+    let remaining = t.payload.len() - t.offset;
+    let first = t.offset == 0;
+    let mut transfer = Transfer {
+        handle: t.handle.into(),
+        delivery_id: Some(t.delivery_id),
+        delivery_tag: first.then(|| Binary::from(t.tag.to_vec())),
+        message_format: first.then_some(0),
+        settled: first.then_some(t.settled),
+        more: false,
+        rcv_settle_mode: None,
+        state: None,
+        resume: false,
+        aborted: false,
+        batchable: false,
+    };
+    let room = if FRAME_HEADER_SIZE + TRANSFER_OVERHEAD + remaining <= max_frame {
+        remaining
+    } else {
+        transfer.more = true;
+        max_frame - FRAME_HEADER_SIZE - frame::encoded_size(&transfer)
+    };
+    let n = room.min(remaining);
+    transfer.more = n < remaining;
+    let start = out.buf.len();
+    frame::write_frame(&mut out.buf, false, channel, &transfer, &[]);
+    t.payload.copy_range(&mut out.buf, t.offset, n);
+    let size = (out.buf.len() - start) as u32;
+    out.buf[start..start + 4].copy_from_slice(&size.to_be_bytes());
+    t.offset += n;
+    t.offset == t.payload.len()
+}

@@ -1,0 +1,355 @@
+//! A session: transfer windows, delivery ids, and the links attached in it.
+//!
+//! Transfer ids and delivery ids are RFC 1982 serial numbers: every
+//! comparison and difference wraps.
+
+use std::collections::{HashMap, VecDeque};
+use std::sync::Arc;
+
+use fe2o3_amqp::frames::amqp::FrameBody;
+use fe2o3_amqp::types::definitions::{Error as AmqpError, Role};
+use fe2o3_amqp::types::messaging::{Accepted, DeliveryState, Rejected};
+use fe2o3_amqp::types::performatives::{Begin, Disposition, End, Flow};
+
+use super::connection::{EngineConfig, Output};
+use super::error::cond;
+use super::link::{Link, LinkKind};
+use super::outgoing::{OutDelivery, Pending};
+use crate::core::{Broker, ConsumerId, Outbox, OutboxItem};
+
+/// What a session needs from its connection while handling a frame.
+pub struct Ctx<'a> {
+    /// Settings.
+    pub config: &'a EngineConfig,
+    /// The nodes.
+    pub broker: &'a Arc<Broker>,
+    /// The connection's outbox, given to queues for this connection's consumers.
+    pub outbox: &'a Arc<Outbox>,
+    /// Frames to send.
+    pub out: &'a mut Output,
+    /// The connection's consumer map: consumer → (channel, handle).
+    pub consumers: &'a mut HashMap<ConsumerId, (u16, u32)>,
+}
+
+/// `a` is before `b` in serial-number order.
+pub fn serial_lt(a: u32, b: u32) -> bool {
+    a != b && b.wrapping_sub(a) < (1 << 31)
+}
+
+/// One session's state.
+#[derive(Debug)]
+pub struct Session {
+    /// Our channel.
+    pub(super) channel: u16,
+    /// The peer's channel, for logs.
+    pub(super) remote_channel: u16,
+    /// Transfer id we expect next from the peer.
+    pub(super) next_incoming_id: u32,
+    /// Transfers the peer may still send before we widen the window.
+    pub(super) incoming_window: u32,
+    /// Transfer id of our next transfer frame.
+    pub(super) next_outgoing_id: u32,
+    /// Transfers the peer still accepts from us.
+    pub(super) remote_incoming_window: u32,
+    /// Delivery id of our next delivery.
+    pub(super) next_delivery_id: u32,
+    /// Links by our handle.
+    pub(super) links: Vec<Option<Link>>,
+    /// Our handle for each of the peer's handles.
+    pub(super) handles: HashMap<u32, u32>,
+    /// Our deliveries awaiting the peer's outcome, by delivery id.
+    pub(super) unsettled: HashMap<u32, OutDelivery>,
+    /// Transfers (and flows that must follow them) waiting for window.
+    pub(super) pending: VecDeque<Pending>,
+    /// Incoming delivery ids to settle as accepted at the next flush.
+    pub(super) accepted: Vec<u32>,
+    /// We sent End and wait for the peer's.
+    pub(super) ending: bool,
+}
+
+impl Session {
+    /// Answers the peer's Begin.
+    pub fn begin(
+        channel: u16,
+        remote_channel: u16,
+        begin: &Begin,
+        config: &EngineConfig,
+        out: &mut Output,
+    ) -> Self {
+        let session = Self {
+            channel,
+            remote_channel,
+            next_incoming_id: begin.next_outgoing_id,
+            incoming_window: config.session_window,
+            next_outgoing_id: 0,
+            remote_incoming_window: begin.incoming_window,
+            next_delivery_id: 0,
+            links: Vec::new(),
+            handles: HashMap::new(),
+            unsettled: HashMap::new(),
+            pending: VecDeque::new(),
+            accepted: Vec::new(),
+            ending: false,
+        };
+        tracing::debug!(channel, remote_channel, "session begun");
+        out.frame(
+            channel,
+            &Begin {
+                remote_channel: Some(remote_channel),
+                next_outgoing_id: session.next_outgoing_id,
+                incoming_window: session.incoming_window,
+                outgoing_window: u32::MAX,
+                handle_max: config.handle_max.into(),
+                offered_capabilities: None,
+                desired_capabilities: None,
+                properties: None,
+            },
+        );
+        session
+    }
+
+    /// Handles a session-level frame. Returns true when the session is over.
+    pub fn handle(&mut self, body: FrameBody, ctx: &mut Ctx<'_>) -> bool {
+        if self.ending {
+            // After our End, only the peer's End matters.
+            return matches!(body, FrameBody::End(_));
+        }
+        match body {
+            FrameBody::End(end) => {
+                if let Some(e) = &end.error {
+                    tracing::info!(channel = self.channel, error = ?e, "peer ended session with an error");
+                }
+                self.release_all();
+                ctx.consumers.retain(|_, (ch, _)| *ch != self.channel);
+                ctx.out.frame(self.channel, &End { error: None });
+                return true;
+            }
+            FrameBody::Attach(attach) => self.on_attach(attach, ctx),
+            FrameBody::Detach(detach) => self.on_detach(detach, ctx),
+            FrameBody::Flow(flow) => self.on_flow(flow, ctx),
+            FrameBody::Transfer {
+                performative,
+                payload,
+            } => self.on_transfer(performative, payload, ctx),
+            FrameBody::Disposition(d) => self.on_disposition(d, ctx),
+            _ => {}
+        }
+        false
+    }
+
+    /// Ends the session with an error (its links go with it).
+    pub fn end_with(&mut self, error: AmqpError, ctx: &mut Ctx<'_>) {
+        tracing::info!(channel = self.channel, condition = ?error.condition, description = ?error.description, "ending session");
+        self.release_all();
+        ctx.consumers.retain(|_, (ch, _)| *ch != self.channel);
+        ctx.out.frame(self.channel, &End { error: Some(error) });
+        self.ending = true;
+    }
+
+    /// Detaches every link locally (consumers give back what they hold).
+    pub fn release_all(&mut self) {
+        for link in self.links.iter_mut().flatten() {
+            link.release();
+        }
+        self.links.clear();
+        self.handles.clear();
+        self.unsettled.clear();
+        self.pending.clear();
+    }
+
+    /// A session flow frame reflecting our current windows.
+    pub(super) fn session_flow(&self) -> Flow {
+        Flow {
+            next_incoming_id: Some(self.next_incoming_id),
+            incoming_window: self.incoming_window,
+            next_outgoing_id: self.next_outgoing_id,
+            outgoing_window: u32::MAX,
+            handle: None,
+            delivery_count: None,
+            link_credit: None,
+            available: None,
+            drain: false,
+            echo: false,
+            properties: None,
+        }
+    }
+
+    /// The peer's flow: session windows, then the link's credit.
+    fn on_flow(&mut self, flow: Flow, ctx: &mut Ctx<'_>) {
+        // The peer's incoming window counts from its next-incoming-id; before
+        // it saw our Begin that is our initial transfer id, 0.
+        let next_incoming = flow.next_incoming_id.unwrap_or(0);
+        self.remote_incoming_window = next_incoming
+            .wrapping_add(flow.incoming_window)
+            .wrapping_sub(self.next_outgoing_id);
+        if self.remote_incoming_window > (1 << 31) {
+            self.remote_incoming_window = 0;
+        }
+        match flow.handle.clone() {
+            Some(h) => {
+                let Some(local) = self.handles.get(&h.0).copied() else {
+                    self.end_with(
+                        cond::unattached_handle(format!("flow on unattached handle {}", h.0)),
+                        ctx,
+                    );
+                    return;
+                };
+                let base = self.session_flow();
+                if let Some(Some(link)) = self.links.get_mut(local as usize) {
+                    link.on_flow(&flow, ctx);
+                    if flow.echo {
+                        if let LinkKind::Producer(p) = &link.kind {
+                            let mut f = base;
+                            f.handle = Some(local.into());
+                            f.delivery_count = Some(p.delivery_count);
+                            f.link_credit = Some(p.credit);
+                            ctx.out.frame(self.channel, &f);
+                        }
+                    }
+                }
+            }
+            None => {
+                if flow.echo {
+                    ctx.out.frame(self.channel, &self.session_flow());
+                }
+            }
+        }
+        self.emit(ctx.out);
+    }
+
+    /// The peer's disposition.
+    fn on_disposition(&mut self, d: Disposition, ctx: &mut Ctx<'_>) {
+        match d.role {
+            // The peer received our deliveries and decided their outcome.
+            Role::Receiver => self.on_consumer_disposition(d, ctx),
+            // The peer settles deliveries it sent us: we settled them already.
+            Role::Sender => {}
+        }
+    }
+
+    /// Sends what was batched while handling input: accepted outcomes for
+    /// producers (as ranges), credit top-ups, a wider incoming window.
+    pub fn flush(&mut self, config: &EngineConfig, out: &mut Output) {
+        if self.ending {
+            return;
+        }
+        if !self.accepted.is_empty() {
+            let ids = std::mem::take(&mut self.accepted);
+            let mut start = ids[0];
+            let mut end = ids[0];
+            for &id in &ids[1..] {
+                if id == end.wrapping_add(1) {
+                    end = id;
+                } else {
+                    send_accepted(out, self.channel, start, end);
+                    start = id;
+                    end = id;
+                }
+            }
+            send_accepted(out, self.channel, start, end);
+            self.accepted = ids;
+            self.accepted.clear();
+        }
+        let mut window_sent = false;
+        for index in 0..self.links.len() {
+            let Some(Some(link)) = self.links.get_mut(index) else {
+                continue;
+            };
+            if let LinkKind::Producer(p) = &mut link.kind {
+                if p.credit <= config.producer_credit / 2 && !p.blocked {
+                    p.credit = config.producer_credit;
+                    let (dc, credit) = (p.delivery_count, p.credit);
+                    if self.incoming_window < config.session_window / 2 {
+                        self.incoming_window = config.session_window;
+                    }
+                    let mut f = self.session_flow();
+                    f.handle = Some((index as u32).into());
+                    f.delivery_count = Some(dc);
+                    f.link_credit = Some(credit);
+                    out.frame(self.channel, &f);
+                    window_sent = true;
+                }
+            }
+        }
+        if !window_sent && self.incoming_window < config.session_window / 2 {
+            self.incoming_window = config.session_window;
+            out.frame(self.channel, &self.session_flow());
+        }
+    }
+
+    /// Queues a delivery or flow update from the outbox for a link.
+    pub fn enqueue_outgoing(&mut self, handle: u32, item: OutboxItem) {
+        if self.ending {
+            return;
+        }
+        match item {
+            OutboxItem::Deliver(d) => {
+                let Some(Some(link)) = self.links.get(handle as usize) else {
+                    return;
+                };
+                let LinkKind::Consumer(c) = &link.kind else {
+                    return;
+                };
+                let delivery_id = self.next_delivery_id;
+                self.next_delivery_id = self.next_delivery_id.wrapping_add(1);
+                if !d.settled {
+                    self.unsettled.insert(
+                        delivery_id,
+                        OutDelivery {
+                            handle,
+                            consumer: c.consumer,
+                            core_id: d.delivery_id,
+                        },
+                    );
+                }
+                self.pending
+                    .push_back(Pending::transfer(handle, delivery_id, &d));
+            }
+            OutboxItem::Flow(state) => self.pending.push_back(Pending::Flow { handle, state }),
+        }
+    }
+}
+
+/// Appends a disposition settling incoming deliveries `first..=last` as accepted.
+fn send_accepted(out: &mut Output, channel: u16, first: u32, last: u32) {
+    out.frame(
+        channel,
+        &Disposition {
+            role: Role::Receiver,
+            first,
+            last: (last != first).then_some(last),
+            settled: true,
+            state: Some(DeliveryState::Accepted(Accepted {})),
+            batchable: false,
+        },
+    );
+}
+
+/// Appends a disposition settling one incoming delivery as rejected.
+pub(super) fn send_rejected(out: &mut Output, channel: u16, id: u32, error: AmqpError) {
+    out.frame(
+        channel,
+        &Disposition {
+            role: Role::Receiver,
+            first: id,
+            last: None,
+            settled: true,
+            state: Some(DeliveryState::Rejected(Rejected { error: Some(error) })),
+            batchable: false,
+        },
+    );
+}
+
+#[cfg(test)]
+mod tests {
+    use super::serial_lt;
+
+    #[test]
+    fn serial_order_wraps() {
+        assert!(serial_lt(1, 2));
+        assert!(!serial_lt(2, 1));
+        assert!(serial_lt(u32::MAX, 0));
+        assert!(!serial_lt(0, u32::MAX));
+        assert!(!serial_lt(5, 5));
+    }
+}
