@@ -1,0 +1,170 @@
+//! The accept loop: binds the listener, enforces the connection limit,
+//! spawns one task per connection and shuts down gracefully (stop
+//! accepting, close every connection with `amqp:connection:forced`, wait
+//! for them to finish).
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+use tracing::Instrument;
+
+use crate::amqp::handshake::Credentials;
+use crate::amqp::io::{serve, ServeContext};
+use crate::amqp::EngineConfig;
+use crate::auth::{AuthError, Authenticator};
+use crate::config::Config;
+use crate::core::{Broker, BrokerOptions};
+
+/// How long shutdown waits for connections to close before dropping them.
+const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
+
+/// Why the server could not start or run.
+#[derive(Debug, thiserror::Error)]
+pub enum ServerError {
+    /// The listen address could not be bound (in use, not permitted, no such
+    /// interface).
+    #[error("cannot listen on {address}: {source}")]
+    Bind {
+        /// The address as configured.
+        address: String,
+        /// What the operating system said.
+        source: std::io::Error,
+    },
+    /// The configured users cannot be loaded.
+    #[error("invalid users: {0}")]
+    Users(#[from] AuthError),
+}
+
+impl Credentials for Authenticator {
+    fn allow_anonymous(&self) -> bool {
+        Authenticator::allow_anonymous(self)
+    }
+
+    fn check_plain(&self, username: &str, password: &str) -> bool {
+        Authenticator::check_plain(self, username, password).is_ok()
+    }
+}
+
+/// A bound broker, not yet serving.
+pub struct Server {
+    /// The listening socket.
+    listener: TcpListener,
+    /// What every connection task shares.
+    ctx: Arc<ServeContext>,
+    /// Connections beyond this are refused (0 = no limit).
+    max_connections: usize,
+}
+
+impl Server {
+    /// Builds the broker from the configuration and binds its listener.
+    pub async fn bind(config: Config) -> Result<Server, ServerError> {
+        let credentials: Arc<dyn Credentials> = Arc::new(Authenticator::from_config(&config)?);
+        let mut predeclared = vec!["DLQ".to_string()];
+        for q in &config.queues {
+            predeclared.push(q.settings.dead_letter_address.clone());
+            predeclared.extend(q.settings.expiry_address.clone());
+        }
+        predeclared.sort();
+        predeclared.dedup();
+        let broker = Broker::new(BrokerOptions {
+            auto_create: config.broker.auto_create,
+            predeclared,
+        });
+        let listener_config = &config.listener;
+        let engine = EngineConfig {
+            container_id: format!("ordo-{}", uuid::Uuid::new_v4()),
+            max_frame_size: listener_config.max_frame_size,
+            channel_max: listener_config.channel_max,
+            idle_timeout: (!listener_config.idle_timeout.is_zero()).then_some(listener_config.idle_timeout),
+            max_message_size: config.limits.max_message_size,
+            handle_max: config.limits.max_links_per_session.saturating_sub(1),
+            producer_credit: config.limits.producer_credit.max(1),
+            ..EngineConfig::default()
+        };
+        let address = format!("{}:{}", listener_config.address, listener_config.port);
+        let listener = TcpListener::bind((listener_config.address.as_str(), listener_config.port))
+            .await
+            .map_err(|source| ServerError::Bind { address, source })?;
+        Ok(Server {
+            listener,
+            ctx: Arc::new(ServeContext {
+                engine: Arc::new(engine),
+                broker,
+                credentials,
+                handshake_timeout: listener_config.handshake_timeout,
+            }),
+            max_connections: config.limits.max_connections as usize,
+        })
+    }
+
+    /// The bound address (the real port when the config asked for port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The broker's nodes (for embedding and tests).
+    pub fn broker(&self) -> Arc<Broker> {
+        Arc::clone(&self.ctx.broker)
+    }
+
+    /// Serves until `shutdown` resolves, then closes every connection.
+    pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
+        let (stop_tx, stop_rx) = watch::channel(false);
+        let mut tasks = JoinSet::new();
+        let ids = AtomicU64::new(1);
+        tokio::pin!(shutdown);
+        loop {
+            tokio::select! {
+                accepted = self.listener.accept() => {
+                    let (socket, peer) = match accepted {
+                        Ok(pair) => pair,
+                        Err(e) => {
+                            // Out of file descriptors and the like: keep serving.
+                            tracing::warn!(error = %e, "accept failed");
+                            tokio::time::sleep(Duration::from_millis(50)).await;
+                            continue;
+                        }
+                    };
+                    if self.max_connections > 0 && tasks.len() >= self.max_connections {
+                        tracing::warn!(%peer, limit = self.max_connections, "connection refused: limit reached");
+                        drop(socket);
+                        continue;
+                    }
+                    let _ = socket.set_nodelay(true);
+                    let id = ids.fetch_add(1, Ordering::Relaxed);
+                    let span = tracing::info_span!("conn", id, %peer);
+                    tasks.spawn(serve(socket, Arc::clone(&self.ctx), stop_rx.clone()).instrument(span));
+                }
+                Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                    if let Err(e) = done {
+                        if e.is_panic() {
+                            tracing::error!(error = %e, "connection task panicked");
+                        }
+                    }
+                }
+                () = &mut shutdown => break,
+            }
+        }
+        tracing::info!(connections = tasks.len(), "shutting down");
+        drop(self.listener);
+        let _ = stop_tx.send(true);
+        let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
+            while tasks.join_next().await.is_some() {}
+        })
+        .await;
+        if drained.is_err() {
+            tracing::warn!(connections = tasks.len(), "connections did not close in time; dropping them");
+            tasks.shutdown().await;
+        }
+        tracing::info!("stopped");
+        Ok(())
+    }
+}
