@@ -8,3 +8,8 @@
 //! - `core`: protocol-neutral queues, consumers, dispatch and delivery tracking.
 //! - `amqp`: Ordo's AMQP 1.0 engine on fe2o3-amqp's frames and types.
 //! - `server`: the accept loop, connection limit and graceful shutdown.
+
+pub mod auth;
+pub mod config;
+pub mod core;
+pub mod server;
