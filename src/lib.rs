@@ -13,5 +13,8 @@
 #![deny(unsafe_code)]
 
 pub mod amqp;
+pub mod auth;
+pub mod config;
 pub mod core;
+pub mod server;
 pub mod store;

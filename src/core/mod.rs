@@ -7,6 +7,7 @@
 //! - `outbox`: the mailbox through which queues hand deliveries to a connection.
 //! - `message`: a message as bytes plus routing fields.
 //! - `error`: core errors.
+//! - `settings`: per-queue settings (from the config or `queue.*` options).
 
 pub mod broker;
 pub mod error;
@@ -14,6 +15,7 @@ pub mod message;
 pub mod outbox;
 pub mod queue;
 pub mod queue_handle;
+pub mod settings;
 
 pub use broker::{Broker, BrokerOptions};
 pub use error::CoreError;
