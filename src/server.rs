@@ -81,7 +81,8 @@ impl Server {
             container_id: format!("ordo-{}", uuid::Uuid::new_v4()),
             max_frame_size: listener_config.max_frame_size,
             channel_max: listener_config.channel_max,
-            idle_timeout: (!listener_config.idle_timeout.is_zero()).then_some(listener_config.idle_timeout),
+            idle_timeout: (!listener_config.idle_timeout.is_zero())
+                .then_some(listener_config.idle_timeout),
             max_message_size: config.limits.max_message_size,
             handle_max: config.limits.max_links_per_session.saturating_sub(1),
             producer_credit: config.limits.producer_credit.max(1),
@@ -161,7 +162,10 @@ impl Server {
         })
         .await;
         if drained.is_err() {
-            tracing::warn!(connections = tasks.len(), "connections did not close in time; dropping them");
+            tracing::warn!(
+                connections = tasks.len(),
+                "connections did not close in time; dropping them"
+            );
             tasks.shutdown().await;
         }
         tracing::info!("stopped");

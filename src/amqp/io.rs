@@ -68,6 +68,10 @@ where
         Instant::now().into_std(),
     );
     let outbox = conn.outbox();
+    // The client may have pipelined its Open behind its protocol header.
+    if !input.is_empty() {
+        conn.handle_input(&mut input, std::time::Instant::now());
+    }
     let (mut rd, mut wr) = tokio::io::split(stream);
     let mut eof = false;
     let mut close_deadline: Option<Instant> = None;
