@@ -1,0 +1,140 @@
+"""Start and stop an Ordo broker process for a test.
+
+Each Broker gets its own temporary directory holding its config file, data
+directory, port file and log. start() waits (bounded) for the port file;
+stop() sends SIGTERM and insists on a clean exit (status 0) within a few
+seconds, which is part of what the tests check.
+"""
+
+import os
+import re
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+
+START_TIMEOUT = 15.0
+STOP_TIMEOUT = 5.0
+
+DEFAULT_CONFIG = """\
+[listener]
+address = "127.0.0.1"
+port = 0
+
+[sasl]
+allow-anonymous = true
+
+[logging]
+level = "info"
+format = "text"
+"""
+
+
+def ordo_bin():
+    """The broker binary: $ORDO_BIN, or target/debug/ordo of this repo."""
+    env = os.environ.get("ORDO_BIN")
+    path = Path(env).resolve() if env else REPO / "target" / "debug" / "ordo"
+    if not path.is_file() or not os.access(path, os.X_OK):
+        raise RuntimeError(
+            f"Ordo binary not found at {path}: run `cargo build` or set ORDO_BIN")
+    return path
+
+
+def hash_password(password):
+    """The SCRAM-SHA-256 credential string `ordo hash-password` makes."""
+    out = subprocess.run([str(ordo_bin()), "hash-password"], input=password + "\n",
+                         capture_output=True, text=True, timeout=30, check=True)
+    return out.stdout.strip()
+
+
+def broker_env():
+    """The environment minus anything that would reconfigure the broker."""
+    env = {k: v for k, v in os.environ.items()
+           if not k.startswith("ORDO_") and k != "RUST_LOG"}
+    # ORDO_TEST_LOG=debug (or any tracing filter) turns up the broker's log.
+    if os.environ.get("ORDO_TEST_LOG"):
+        env["RUST_LOG"] = os.environ["ORDO_TEST_LOG"]
+    return env
+
+
+class Broker:
+    def __init__(self, workdir, config=DEFAULT_CONFIG):
+        self.dir = Path(workdir)
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.config_file = self.dir / "ordo.toml"
+        self.config_file.write_text(config)
+        self.data_dir = self.dir / "data"
+        self.port_file = self.dir / "port"
+        self.log_file = self.dir / "broker.log"
+        self.proc = None
+        self.address = None
+
+    @property
+    def url(self):
+        return f"amqp://{self.address}"
+
+    def url_with(self, user, password):
+        return f"amqp://{user}:{password}@{self.address}"
+
+    def start(self):
+        log = open(self.log_file, "wb")
+        self.proc = subprocess.Popen(
+            [str(ordo_bin()), "run", "--listen", "127.0.0.1:0",
+             "--port-file", str(self.port_file), "--data-dir", str(self.data_dir),
+             "--config", str(self.config_file)],
+            stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            env=broker_env(), cwd=self.dir)
+        log.close()
+        deadline = time.monotonic() + START_TIMEOUT
+        while True:
+            if self.port_file.exists():
+                text = self.port_file.read_text().strip()
+                if text:
+                    self.address = text
+                    return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(
+                    f"broker exited with {self.proc.returncode} before listening:\n{self.log()}")
+            if time.monotonic() > deadline:
+                self.proc.kill()
+                self.proc.wait()
+                raise RuntimeError(
+                    f"broker wrote no port file within {START_TIMEOUT}s:\n{self.log()}")
+            time.sleep(0.01)
+
+    def log(self):
+        try:
+            return self.log_file.read_text(errors="replace")
+        except FileNotFoundError:
+            return ""
+
+    def wait_for_log(self, pattern, timeout=10.0):
+        """Wait until the broker's log has a line matching `pattern` (a regex)."""
+        rx = re.compile(pattern)
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.log().splitlines():
+                if rx.search(line):
+                    return line
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"broker logged nothing matching {pattern!r} within {timeout}s:\n{self.log()}")
+            time.sleep(0.01)
+
+    def stop(self):
+        """SIGTERM; returns None if the broker exited 0 in time, else a complaint."""
+        if self.proc is None or self.proc.poll() is not None:
+            rc = None if self.proc is None else self.proc.returncode
+            return None if rc in (None, 0) else f"broker had already exited with {rc}"
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            rc = self.proc.wait(timeout=STOP_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            return f"broker did not exit within {STOP_TIMEOUT}s of SIGTERM"
+        if rc != 0:
+            return f"broker exited with status {rc} after SIGTERM"
+        return None
