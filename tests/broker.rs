@@ -3,11 +3,11 @@
 mod common;
 
 use common::{fixture, Broker, DEADLINE};
+use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::{Receiver, Sender};
+use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::types::messaging::{Message, Modified, Outcome};
 use fe2o3_amqp::types::primitives::Value;
-use fe2o3_amqp::connection::ConnectionHandle;
-use fe2o3_amqp::session::SessionHandle;
 use fe2o3_amqp::{Connection, Session};
 
 type Conn = ConnectionHandle<()>;
@@ -21,7 +21,9 @@ async fn connect(url: &str) -> (Conn, Sess) {
 }
 
 async fn send_all(session: &mut Sess, address: &str, bodies: &[String]) {
-    let mut sender = Sender::attach(session, "sender", address).await.expect("attach sender");
+    let mut sender = Sender::attach(session, "sender", address)
+        .await
+        .expect("attach sender");
     for body in bodies {
         let outcome = sender.send(body.clone()).await.expect("send");
         assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
@@ -41,7 +43,10 @@ async fn manual_receiver(session: &mut Sess, name: &str, address: &str) -> Recei
 }
 
 async fn recv_text(receiver: &mut Receiver) -> fe2o3_amqp::link::delivery::Delivery<String> {
-    timeout(DEADLINE, receiver.recv::<String>()).await.expect("a message in time").expect("recv")
+    timeout(DEADLINE, receiver.recv::<String>())
+        .await
+        .expect("a message in time")
+        .expect("recv")
 }
 
 #[tokio::test]
@@ -50,7 +55,9 @@ async fn messages_go_through_in_order() {
     let (mut connection, mut session) = connect(&broker.url()).await;
     let bodies: Vec<String> = (0..200).map(|i| format!("message {i}")).collect();
     send_all(&mut session, "orders", &bodies).await;
-    let mut receiver = Receiver::attach(&mut session, "receiver", "orders").await.unwrap();
+    let mut receiver = Receiver::attach(&mut session, "receiver", "orders")
+        .await
+        .unwrap();
     for expected in &bodies {
         let d = recv_text(&mut receiver).await;
         assert_eq!(d.body(), expected);
@@ -67,7 +74,9 @@ async fn prefixed_addresses_name_the_same_queue() {
     let (mut connection, mut session) = connect(&broker.url()).await;
     send_all(&mut session, "queue://prefixed", &["a".to_string()]).await;
     send_all(&mut session, "/queues/prefixed", &["b".to_string()]).await;
-    let mut receiver = Receiver::attach(&mut session, "r", "prefixed").await.unwrap();
+    let mut receiver = Receiver::attach(&mut session, "r", "prefixed")
+        .await
+        .unwrap();
     for expected in ["a", "b"] {
         let d = recv_text(&mut receiver).await;
         assert_eq!(d.body(), expected);
@@ -111,8 +120,15 @@ async fn released_message_is_redelivered_first() {
     receiver.set_credit(2).await.unwrap();
     let again = recv_text(&mut receiver).await;
     assert_eq!(again.body(), "one");
-    let header = again.message().header.clone().expect("a redelivery has a header");
-    assert_eq!(header.delivery_count, 0, "released does not count as a failed attempt");
+    let header = again
+        .message()
+        .header
+        .clone()
+        .expect("a redelivery has a header");
+    assert_eq!(
+        header.delivery_count, 0,
+        "released does not count as a failed attempt"
+    );
     assert!(!header.first_acquirer);
     receiver.accept(&again).await.unwrap();
     let next = recv_text(&mut receiver).await;
@@ -159,12 +175,18 @@ async fn a_lost_consumer_gives_its_messages_back_in_order() {
         // No detach, no end: the connection is closed as a crash would.
         let _ = doomed.close().await;
     }
-    let mut receiver = Receiver::attach(&mut session, "survivor", "lost").await.unwrap();
+    let mut receiver = Receiver::attach(&mut session, "survivor", "lost")
+        .await
+        .unwrap();
     for (i, expected) in bodies.iter().enumerate() {
         let d = recv_text(&mut receiver).await;
         assert_eq!(d.body(), expected);
         let count = d.message().header.as_ref().map_or(0, |h| h.delivery_count);
-        assert_eq!(count, if i < 3 { 1 } else { 0 }, "delivery count of {expected}");
+        assert_eq!(
+            count,
+            if i < 3 { 1 } else { 0 },
+            "delivery count of {expected}"
+        );
         receiver.accept(&d).await.unwrap();
     }
     connection.close().await.unwrap();
@@ -210,10 +232,13 @@ async fn large_messages_round_trip() {
             .build();
         let outcome = sender.send(msg).await.unwrap();
         assert!(matches!(outcome, Outcome::Accepted(_)));
-        let d = timeout(DEADLINE, receiver.recv::<fe2o3_amqp::types::messaging::Data>())
-            .await
-            .unwrap()
-            .unwrap();
+        let d = timeout(
+            DEADLINE,
+            receiver.recv::<fe2o3_amqp::types::messaging::Data>(),
+        )
+        .await
+        .unwrap()
+        .unwrap();
         assert_eq!(d.body().0.as_slice(), body.as_slice());
         receiver.accept(&d).await.unwrap();
     }
@@ -228,12 +253,21 @@ async fn amqp_value_lists_and_maps_round_trip() {
         Value::Int(1),
         Value::String("two".into()),
         Value::List(vec![Value::Bool(true), Value::Null]),
-        Value::Array(fe2o3_amqp::types::primitives::Array(vec![Value::Long(1), Value::Long(2)])),
+        Value::Array(fe2o3_amqp::types::primitives::Array(vec![
+            Value::Long(1),
+            Value::Long(2),
+        ])),
     ]);
     let mut sender = Sender::attach(&mut session, "s", "values").await.unwrap();
-    sender.send(Message::builder().value(value.clone()).build()).await.unwrap();
+    sender
+        .send(Message::builder().value(value.clone()).build())
+        .await
+        .unwrap();
     let mut receiver = Receiver::attach(&mut session, "r", "values").await.unwrap();
-    let d = timeout(DEADLINE, receiver.recv::<Value>()).await.unwrap().unwrap();
+    let d = timeout(DEADLINE, receiver.recv::<Value>())
+        .await
+        .unwrap()
+        .unwrap();
     assert_eq!(d.body(), &value);
     receiver.accept(&d).await.unwrap();
     connection.close().await.unwrap();
@@ -247,18 +281,29 @@ async fn plain_credentials_are_checked() {
     send_all(&mut session, "private", &["hello".into()]).await;
     connection.close().await.unwrap();
     // Wrong password, unknown user, no credentials at all: refused.
-    for url in [broker.url_as("alice", "wrong"), broker.url_as("mallory", "secret"), broker.url()] {
-        let result = timeout(DEADLINE, Connection::open("test", url.as_str())).await.expect("answered in time");
+    for url in [
+        broker.url_as("alice", "wrong"),
+        broker.url_as("mallory", "secret"),
+        broker.url(),
+    ] {
+        let result = timeout(DEADLINE, Connection::open("test", url.as_str()))
+            .await
+            .expect("answered in time");
         assert!(result.is_err(), "{url} must be refused");
     }
-    assert!(!broker.log().contains("secret"), "a password reached the log");
+    assert!(
+        !broker.log().contains("secret"),
+        "a password reached the log"
+    );
 }
 
 #[tokio::test]
 async fn unknown_address_with_auto_create_off_is_not_found() {
     let broker = Broker::start_with(Some(&fixture("no-autocreate.toml")));
     let (mut connection, mut session) = connect(&broker.url()).await;
-    let err = Receiver::attach(&mut session, "r", "nowhere").await.expect_err("refused");
+    let err = Receiver::attach(&mut session, "r", "nowhere")
+        .await
+        .expect_err("refused");
     assert!(format!("{err:?}").contains("NotFound"), "{err:?}");
     // The dead-letter queue always exists.
     if let Err(e) = Receiver::attach(&mut session, "dlq", "DLQ").await {
@@ -273,9 +318,14 @@ async fn unknown_address_with_auto_create_off_is_not_found() {
 async fn unknown_address_option_is_refused_naming_it() {
     let broker = Broker::start();
     let (mut connection, mut session) = connect(&broker.url()).await;
-    let err = Receiver::attach(&mut session, "r", "q?bogus=1").await.expect_err("refused");
+    let err = Receiver::attach(&mut session, "r", "q?bogus=1")
+        .await
+        .expect_err("refused");
     let text = format!("{err:?}");
-    assert!(text.contains("InvalidField") && text.contains("bogus"), "{text}");
+    assert!(
+        text.contains("InvalidField") && text.contains("bogus"),
+        "{text}"
+    );
     connection.close().await.unwrap();
 }
 
@@ -288,8 +338,13 @@ async fn shutdown_closes_clients_with_connection_forced() {
         let status = broker.terminate();
         (status, broker)
     });
-    let closed = timeout(DEADLINE, connection.on_close()).await.expect("closed in time");
-    assert!(format!("{closed:?}").contains("ConnectionForced"), "{closed:?}");
+    let closed = timeout(DEADLINE, connection.on_close())
+        .await
+        .expect("closed in time");
+    assert!(
+        format!("{closed:?}").contains("ConnectionForced"),
+        "{closed:?}"
+    );
     let (status, _broker) = status.await.unwrap();
     assert!(status.success(), "{status}");
 }

@@ -27,7 +27,9 @@ pub struct Broker {
 
 /// A config fixture from tests/configs/.
 pub fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/configs").join(name)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/configs")
+        .join(name)
 }
 
 impl Broker {
@@ -52,7 +54,10 @@ impl Broker {
             .arg(&port_file)
             .arg("--data-dir")
             .arg(dir.path().join("data"))
-            .env("RUST_LOG", std::env::var("ORDO_TEST_LOG").unwrap_or("info".into()))
+            .env(
+                "RUST_LOG",
+                std::env::var("ORDO_TEST_LOG").unwrap_or("info".into()),
+            )
             .stdout(Stdio::null())
             .stderr(Stdio::piped());
         if let Some(config) = config {
@@ -82,7 +87,12 @@ impl Broker {
             assert!(started.elapsed() < DEADLINE, "ordo did not start");
             std::thread::sleep(Duration::from_millis(10));
         };
-        Self { child, addr, dir, log }
+        Self {
+            child,
+            addr,
+            dir,
+            log,
+        }
     }
 
     /// `amqp://` URL of the broker, optionally with credentials.
