@@ -108,8 +108,9 @@ pub struct ListenerConfig {
     pub max_frame_size: u32,
     /// Highest channel (session) number per connection, announced in Open.
     pub channel_max: u16,
-    /// A connection that sends nothing for this long is closed (Ordo announces
-    /// half of it so peers heartbeat in time); 0 disables the check.
+    /// A connection that sends nothing for this long is closed, so dead peers
+    /// free their resources; announced in Open so peers heartbeat in time.
+    /// 0 disables the check.
     #[serde(with = "duration")]
     pub idle_timeout: Duration,
     /// Time a new connection has to finish the protocol header, SASL and Open,
@@ -166,8 +167,8 @@ pub struct UserConfig {
 pub struct LimitsConfig {
     /// Open connections at most; further ones are refused. 0 means unlimited.
     pub max_connections: u32,
-    /// Largest message accepted, in bytes; larger ones are rejected with
-    /// `amqp:link:message-size-exceeded`.
+    /// Largest message accepted, in bytes; larger ones are rejected, so one
+    /// producer cannot exhaust memory or the store.
     pub max_message_size: u64,
     /// Links one session may have attached at once.
     pub max_links_per_session: u32,
@@ -398,6 +399,18 @@ impl Config {
         path: Option<&Path>,
         env: impl IntoIterator<Item = (String, String)>,
     ) -> Result<Config, ConfigError> {
+        let config = Config::read_with_env(path, env)?;
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// [`Config::load_with_env`] without the validation, for a caller that
+    /// changes the result before validating it (`ordo run`'s `--listen` and
+    /// `--data-dir`), so that a value the command line replaces is not judged.
+    pub fn read_with_env(
+        path: Option<&Path>,
+        env: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<Config, ConfigError> {
         let (origin, text) = match path {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
@@ -431,12 +444,10 @@ impl Config {
                 .set_override(&o.key, o.value.as_str())
                 .map_err(parse_error)?;
         }
-        let config: Config = builder
+        builder
             .build()
             .and_then(|source| source.try_deserialize())
-            .map_err(parse_error)?;
-        config.validate()?;
-        Ok(config)
+            .map_err(parse_error)
     }
 
     /// Every problem at once (`ConfigError::Invalid`): frame size below 512, bad

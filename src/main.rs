@@ -136,7 +136,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         let default = PathBuf::from(DEFAULT_CONFIG_PATH);
         default.is_file().then_some(default)
     });
-    let mut config = Config::load(path.as_deref())?;
+    let mut config = Config::read_with_env(path.as_deref(), std::env::vars())?;
     if let Some(listen) = args.listen {
         config.listener.address = listen.host;
         config.listener.port = listen.port;

@@ -332,6 +332,26 @@ fn run_writes_the_port_file_logs_the_address_and_stops_on_sigterm() {
 }
 
 #[test]
+fn command_line_overrides_replace_file_values_before_validation() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("ordo.toml");
+    std::fs::write(&file, "[listener]\naddress = \"\"\n[store]\npath = \"\"\n").unwrap();
+    let port_file = dir.path().join("port");
+    let mut command = ordo();
+    command
+        .arg("run")
+        .arg("--config")
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir.path().join("data"))
+        .arg("--port-file")
+        .arg(&port_file);
+    let broker = Broker::start(command);
+    wait_for_file(&port_file);
+    assert_eq!(broker.terminate().code(), Some(0));
+}
+
+#[test]
 fn ordo_alone_runs_with_conf_ordo_toml_from_the_working_directory() {
     let dir = tempfile::tempdir().unwrap();
     std::fs::create_dir(dir.path().join("conf")).unwrap();
