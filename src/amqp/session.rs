@@ -41,8 +41,6 @@ pub fn serial_lt(a: u32, b: u32) -> bool {
 pub struct Session {
     /// Our channel.
     pub(super) channel: u16,
-    /// The peer's channel, for logs.
-    pub(super) remote_channel: u16,
     /// Transfer id we expect next from the peer.
     pub(super) next_incoming_id: u32,
     /// Transfers the peer may still send before we widen the window.
@@ -78,7 +76,6 @@ impl Session {
     ) -> Self {
         let session = Self {
             channel,
-            remote_channel,
             next_incoming_id: begin.next_outgoing_id,
             incoming_window: config.session_window,
             next_outgoing_id: 0,

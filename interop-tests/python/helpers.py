@@ -1,0 +1,221 @@
+"""Client-side helpers shared by the Python interop tests."""
+
+import contextlib
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+from proton import Data, Described, Delivery, ulong
+from proton.handlers import MessagingHandler
+from proton.reactor import Container
+from proton.utils import BlockingConnection
+
+# Bound on every blocking wait (seconds); a hang fails a test instead of
+# hanging the run.
+TIMEOUT = 20.0
+
+HERE = Path(__file__).resolve().parent
+
+# Section descriptors (AMQP 1.0 part 3.2).
+HEADER, DELIVERY_ANNOTATIONS, MESSAGE_ANNOTATIONS = 0x70, 0x71, 0x72
+PROPERTIES, APPLICATION_PROPERTIES = 0x73, 0x74
+DATA, AMQP_SEQUENCE, AMQP_VALUE, FOOTER = 0x75, 0x76, 0x77, 0x78
+BARE_AND_FOOTER = (PROPERTIES, APPLICATION_PROPERTIES, DATA, AMQP_SEQUENCE, AMQP_VALUE, FOOTER)
+
+
+@contextlib.contextmanager
+def blocking(url, **kwargs):
+    """A BlockingConnection closed at the end, whatever happened."""
+    conn = BlockingConnection(url, timeout=TIMEOUT, **kwargs)
+    try:
+        yield conn
+    finally:
+        try:
+            conn.close()
+        except Exception:
+            pass
+
+
+# ---------------------------------------------------------------------------
+# Event-driven API
+
+
+class _Timeout:
+    def __init__(self, handler):
+        self.handler = handler
+
+    def on_timer_task(self, event):
+        self.handler.timed_out = True
+        event.container.stop()
+
+
+class Handler(MessagingHandler):
+    """Base for the Container tests: a deadline, connection bookkeeping, and
+    link/connection errors recorded (and fatal) unless a subclass expects them."""
+
+    def __init__(self, url, timeout=TIMEOUT, **kwargs):
+        super().__init__(**kwargs)
+        self.url = url
+        self.timeout = timeout
+        self.timed_out = False
+        self.errors = []
+        self.conns = []
+        self.finished = False
+
+    def on_start(self, event):
+        self.container = event.container
+        self.timer = event.container.schedule(self.timeout, _Timeout(self))
+        self.start(event)
+
+    def start(self, event):
+        raise NotImplementedError
+
+    def connect(self, **kwargs):
+        conn = self.container.connect(self.url, **kwargs)
+        self.conns.append(conn)
+        return conn
+
+    def done(self):
+        """The test's exchange is over: close everything, let run() return."""
+        if self.finished:
+            return
+        self.finished = True
+        self.timer.cancel()
+        for c in self.conns:
+            c.close()
+
+    def _error(self, what, endpoint):
+        cond = endpoint.remote_condition
+        self.errors.append((what, cond.name if cond else None, cond.description if cond else None))
+        self.done()
+
+    def on_link_error(self, event):
+        self._error("link", event.link)
+
+    def on_session_error(self, event):
+        self._error("session", event.session)
+
+    def on_connection_error(self, event):
+        self._error("connection", event.connection)
+
+    def on_transport_error(self, event):
+        self._error("transport", event.transport)
+
+
+def run(handler, expect_errors=False):
+    """Run a Container with `handler` until it is done; fail on timeout and,
+    unless expected, on any link/session/connection error."""
+    Container(handler).run()
+    assert not handler.timed_out, f"{type(handler).__name__} timed out after {handler.timeout}s"
+    if not expect_errors:
+        assert not handler.errors, handler.errors
+    return handler
+
+
+def settle_modified(delivery, failed=True, undeliverable=False):
+    """Settle with `modified`, setting delivery-failed (the APIs' release()
+    sends modified with delivery-failed unset)."""
+    delivery.local.failed = failed
+    delivery.local.undeliverable = undeliverable
+    delivery.update(Delivery.MODIFIED)
+    delivery.settle()
+
+
+# ---------------------------------------------------------------------------
+# Raw messages: encoded sections, for what proton's Message cannot express
+# (footer) and for byte-for-byte comparison.
+
+
+def encode_section(descriptor, value):
+    d = Data()
+    d.put_object(Described(ulong(descriptor), value))
+    return d.encode()
+
+
+def split_sections(encoded):
+    """[(descriptor, bytes of the section)] of an encoded message."""
+    out = []
+    d = Data()
+    off = 0
+    while off < len(encoded):
+        d.clear()
+        n = d.decode(encoded[off:])
+        assert n > 0, f"undecodable bytes at offset {off}"
+        d.rewind()
+        d.next()
+        value = d.get_object()
+        assert isinstance(value, Described), f"section at offset {off} is not described: {value!r}"
+        out.append((int(value.descriptor), encoded[off:off + n]))
+        off += n
+    return out
+
+
+def section_value(section_bytes):
+    d = Data()
+    d.decode(section_bytes)
+    d.rewind()
+    d.next()
+    return d.get_object().value
+
+
+class RawMessage:
+    """Lets a proton Sender (or BlockingSender.send) send already-encoded bytes."""
+
+    def __init__(self, encoded):
+        self.encoded = encoded
+
+    def send(self, sender, tag=None):
+        dlv = sender.delivery(tag or sender.delivery_tag())
+        sender.stream(self.encoded)
+        sender.advance()
+        if sender.snd_settle_mode == sender.SND_SETTLED:
+            dlv.settle()
+        return dlv
+
+
+class RawCollector(MessagingHandler):
+    """A link handler that keeps each delivery's bytes undecoded."""
+
+    def __init__(self):
+        super().__init__(prefetch=0, auto_accept=False)
+        self.handlers = []  # no flow controller, no decoding
+        self.received = []
+
+    def on_delivery(self, event):
+        dlv = event.delivery
+        if dlv.partial:
+            return
+        self.received.append(event.link.recv(dlv.pending))
+        dlv.update(Delivery.ACCEPTED)
+        dlv.settle()
+
+
+# ---------------------------------------------------------------------------
+# Consumers in another process, to kill like a crash.
+
+
+class Subprocess:
+    def __init__(self, args):
+        self.proc = subprocess.Popen([sys.executable, str(HERE / "crash_consumer.py"), *args],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                                     env={**os.environ, "PYTHONPATH": str(HERE)})
+        self.lines = []
+
+    def read_line(self, timeout=TIMEOUT):
+        """Next stdout line, or fail (with its stderr) if none comes in time."""
+        box = []
+        t = threading.Thread(target=lambda: box.append(self.proc.stdout.readline()), daemon=True)
+        t.start()
+        t.join(timeout)
+        if not box or not box[0]:
+            self.proc.kill()
+            _, err = self.proc.communicate()
+            raise AssertionError(f"consumer process said nothing in {timeout}s; stderr:\n{err}")
+        self.lines.append(box[0].rstrip("\n"))
+        return self.lines[-1]
+
+    def kill(self):
+        self.proc.kill()
+        self.proc.communicate()
