@@ -24,9 +24,8 @@ def blocking(url, queue, n):
     rcv = conn.create_receiver(queue)  # no prefetch: one credit per receive()
     bodies = [str(rcv.receive(timeout=20).body) for _ in range(n)]
     say_ready(conn.container.container_id, bodies)
-    while True:
-        # keep the connection serviced (heartbeats) until killed
-        conn.run()
+    conn.run()  # keeps the connection serviced (heartbeats) until killed
+    time.sleep(3600)
 
 
 class Hold(MessagingHandler):

@@ -219,3 +219,70 @@ class Subprocess:
     def kill(self):
         self.proc.kill()
         self.proc.communicate()
+
+
+# ---------------------------------------------------------------------------
+# Send some messages, then receive as many (accepting them), with either API.
+
+
+class SendThenReceive(Handler):
+    def __init__(self, url, queue, messages, sender_options=None, receiver_options=None,
+                 prefetch=10):
+        super().__init__(url, prefetch=prefetch)
+        self.queue = queue
+        self.to_send = list(messages)
+        self.sender_options = sender_options
+        self.receiver_options = receiver_options
+        self.sent = 0
+        self.settled = 0
+        self.outcomes = []
+        self.received = []
+        self.receiver = None
+
+    def start(self, event):
+        self.conn = self.connect()
+        event.container.create_sender(self.conn, self.queue, options=self.sender_options)
+
+    def on_sendable(self, event):
+        while event.sender.credit and self.sent < len(self.to_send):
+            event.sender.send(self.to_send[self.sent])
+            self.sent += 1
+        if event.sender.snd_settle_mode == event.sender.SND_SETTLED and self.sent == len(self.to_send):
+            self._receive()
+
+    def on_settled(self, event):
+        if event.link.is_sender:
+            self.outcomes.append(event.delivery.remote_state)
+            self.settled += 1
+            if self.settled == len(self.to_send):
+                self._receive()
+
+    def _receive(self):
+        if self.receiver is None:
+            self.receiver = self.container.create_receiver(self.conn, self.queue,
+                                                           options=self.receiver_options)
+
+    def on_message(self, event):
+        self.received.append(event.message)
+        if len(self.received) == len(self.to_send):
+            self.done()
+
+
+def roundtrip(api, url, queue, messages):
+    """Send `messages` unsettled to `queue`, receive as many, accept them;
+    return the received Messages."""
+    messages = list(messages)
+    if api == "blocking":
+        with blocking(url) as conn:
+            snd = conn.create_sender(queue)
+            for m in messages:
+                snd.send(m)
+            rcv = conn.create_receiver(queue, credit=len(messages))
+            out = []
+            for _ in messages:
+                out.append(rcv.receive(timeout=TIMEOUT))
+                rcv.accept()
+            return out
+    h = run(SendThenReceive(url, queue, messages))
+    assert h.outcomes == [Delivery.ACCEPTED] * len(messages)
+    return h.received
