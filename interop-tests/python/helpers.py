@@ -114,6 +114,18 @@ def run(handler, expect_errors=False):
     return handler
 
 
+def flush(conn):
+    """Wait until everything the BlockingConnection `conn` has to say (e.g. a
+    disposition) is written to the socket.
+
+    proton writes a pending flow before pending dispositions, so a receive()
+    right after release() would ask the broker for more credit *before* telling
+    it about the release, and the broker rightly sends the next message. Tests
+    about where a returned message goes flush between the two."""
+    transport = conn.conn.transport
+    conn.wait(lambda: transport.pending() == 0, msg="flushing", timeout=TIMEOUT)
+
+
 def settle_modified(delivery, failed=True, undeliverable=False):
     """Settle with `modified`, setting delivery-failed (the APIs' release()
     sends modified with delivery-failed unset)."""
