@@ -73,6 +73,7 @@ class Handler(MessagingHandler):
         raise NotImplementedError
 
     def connect(self, **kwargs):
+        kwargs.setdefault("reconnect", False)  # a test sees the first failure
         conn = self.container.connect(self.url, **kwargs)
         self.conns.append(conn)
         return conn
@@ -87,9 +88,14 @@ class Handler(MessagingHandler):
             c.close()
 
     def _error(self, what, endpoint):
-        cond = endpoint.remote_condition
+        cond = endpoint.remote_condition if hasattr(endpoint, "remote_condition") \
+            else endpoint.condition  # a Transport has only .condition
         self.errors.append((what, cond.name if cond else None, cond.description if cond else None))
         self.done()
+        if what == "transport":
+            self.container.stop()
+        # (Without the stop the reactor idles out its default select timeout,
+        # pi seconds, after a transport error before run() returns.)
 
     def on_link_error(self, event):
         self._error("link", event.link)
@@ -298,3 +304,44 @@ def roundtrip(api, url, queue, messages):
     h = run(SendThenReceive(url, queue, messages))
     assert h.outcomes == [Delivery.ACCEPTED] * len(messages)
     return h.received
+
+
+class _Poll:
+    def __init__(self, cond, then, interval):
+        self.cond, self.then, self.interval = cond, then, interval
+
+    def on_timer_task(self, event):
+        if self.cond():
+            self.then()
+        else:
+            event.container.schedule(self.interval, self)
+
+
+def after_flush(container, connection, then, interval=0.002):
+    """Container API twin of flush(): call `then` once `connection` has
+    written everything it had to say (see flush() for why)."""
+    transport = connection.transport
+    container.schedule(0, _Poll(lambda: transport.pending() == 0, then, interval))
+
+
+class SendAll(Handler):
+    """Sends `messages` unsettled and waits for every outcome."""
+
+    def __init__(self, url, queue, messages):
+        super().__init__(url)
+        self.queue, self.messages = queue, list(messages)
+        self.sent = 0
+        self.outcomes = []
+
+    def start(self, event):
+        event.container.create_sender(self.connect(), self.queue)
+
+    def on_sendable(self, event):
+        while event.sender.credit and self.sent < len(self.messages):
+            event.sender.send(self.messages[self.sent])
+            self.sent += 1
+
+    def on_settled(self, event):
+        self.outcomes.append(event.delivery.remote_state)
+        if len(self.outcomes) == len(self.messages):
+            self.done()

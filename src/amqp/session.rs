@@ -173,6 +173,7 @@ impl Session {
 
     /// The peer's flow: session windows, then the link's credit.
     fn on_flow(&mut self, flow: Flow, ctx: &mut Ctx<'_>) {
+        tracing::trace!(?flow, next_outgoing_id = self.next_outgoing_id, "flow");
         // The peer's incoming window counts from its next-incoming-id; before
         // it saw our Begin that is our initial transfer id, 0.
         let next_incoming = flow.next_incoming_id.unwrap_or(0);
