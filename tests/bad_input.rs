@@ -339,5 +339,9 @@ async fn silence_during_the_handshake_is_bounded() {
     raw.write(b"AMQ").await;
     // The broker gives up on the half header and closes the socket.
     raw.until_closed().await;
+    // Same for a client that sends its header but never opens.
+    let mut raw = Raw::connect(&broker).await;
+    raw.write(b"AMQP\x00\x01\x00\x00").await;
+    assert_eq!(&raw.until_closed().await[..], b"AMQP\x00\x01\x00\x00");
     still_serves(&mut broker).await;
 }

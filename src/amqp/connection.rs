@@ -166,6 +166,11 @@ impl Connection {
         self.state == State::Finished
     }
 
+    /// The peer has not sent its Open yet.
+    pub fn awaiting_open(&self) -> bool {
+        self.state == State::AwaitingOpen
+    }
+
     /// We closed and wait for the peer's Close.
     pub fn is_closing(&self) -> bool {
         self.state == State::CloseSent

@@ -40,6 +40,8 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut input = BytesMut::with_capacity(64 * 1024);
+    // The whole handshake, Open included, must finish by then.
+    let open_deadline = Instant::now() + ctx.handshake_timeout;
     let identity = match timeout(
         ctx.handshake_timeout,
         handshake::handshake(&mut stream, &mut input, Arc::clone(&ctx.credentials)),
@@ -86,7 +88,10 @@ where
             .next_tick()
             .map(Instant::from_std)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
-        let wake_at = close_deadline.map_or(tick_at, |d| d.min(tick_at));
+        let mut wake_at = close_deadline.map_or(tick_at, |d| d.min(tick_at));
+        if conn.awaiting_open() {
+            wake_at = wake_at.min(open_deadline);
+        }
         let can_read = !eof && conn.output().len() < MAX_PENDING_OUTPUT;
         let must_write = !conn.output().is_empty();
         tokio::select! {
@@ -107,6 +112,10 @@ where
             _ = outbox.notified() => conn.pump(std::time::Instant::now()),
             _ = sleep_until(wake_at) => {
                 if close_deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                if conn.awaiting_open() && Instant::now() >= open_deadline {
+                    tracing::warn!("no open within the handshake timeout");
                     break;
                 }
                 conn.tick(std::time::Instant::now());
