@@ -42,8 +42,21 @@ pub enum MessageError {
     BadHeader(String),
 }
 
+/// How deeply described types may nest (a descriptor that is itself
+/// described); real messages use one level.
+const MAX_DESCRIBED_DEPTH: usize = 8;
+
 /// Length of the value starting at `pos` (format code included).
 fn value_len(buf: &[u8], pos: usize) -> Result<usize, MessageError> {
+    value_len_at_depth(buf, pos, 0)
+}
+
+/// [`value_len`], refusing descriptors nested past [`MAX_DESCRIBED_DEPTH`]
+/// so hostile bytes cannot exhaust the stack.
+fn value_len_at_depth(buf: &[u8], pos: usize, depth: usize) -> Result<usize, MessageError> {
+    if depth > MAX_DESCRIBED_DEPTH {
+        return Err(MessageError::NotASection(pos));
+    }
     let code = *buf.get(pos).ok_or(MessageError::Truncated(pos))?;
     let fixed = |n: usize| Ok(1 + n);
     let sized8 = || -> Result<usize, MessageError> {
@@ -59,8 +72,8 @@ fn value_len(buf: &[u8], pos: usize) -> Result<usize, MessageError> {
     let len = match code {
         0x00 => {
             // Described type: descriptor, then the value.
-            let d = value_len(buf, pos + 1)?;
-            let v = value_len(buf, pos + 1 + d)?;
+            let d = value_len_at_depth(buf, pos + 1, depth + 1)?;
+            let v = value_len_at_depth(buf, pos + 1 + d, depth + 1)?;
             Ok(1 + d + v)
         }
         0x40..=0x45 => fixed(0),

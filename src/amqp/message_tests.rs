@@ -169,3 +169,8 @@ fn several_data_sections_are_allowed() {
     let m = parse(Bytes::from([a.clone(), b.clone()].concat())).unwrap();
     assert_eq!(&m.bare[..], &[a, b].concat()[..]);
 }
+
+#[test]
+fn deeply_nested_descriptors_are_refused_without_exhausting_the_stack() {
+    assert!(parse(Bytes::from(vec![0u8; 1 << 20])).is_err());
+}
