@@ -303,9 +303,8 @@ impl Session {
         let refused = matches!(link.kind, LinkKind::Refused);
         if let LinkKind::Consumer(c) = &link.kind {
             ctx.consumers.remove(&c.consumer);
-            self.unsettled.retain(|_, d| d.handle != local);
-            self.pending.retain(|p| p.handle() != local);
         }
+        self.forget_deliveries(local);
         link.release();
         if !refused {
             ctx.out.frame(
@@ -330,6 +329,7 @@ impl Session {
             ctx.consumers.remove(&c.consumer);
         }
         link.release();
+        self.forget_deliveries(local);
         ctx.out.frame(
             self.channel,
             &Detach {
@@ -338,6 +338,13 @@ impl Session {
                 error: Some(error),
             },
         );
+    }
+
+    /// Drops what the session tracks for a link's deliveries (its queue took
+    /// the messages back when the link was released).
+    fn forget_deliveries(&mut self, local: u32) {
+        self.unsettled.retain(|_, d| d.handle != local);
+        self.pending.retain(|p| p.handle() != local);
     }
 
     /// A transfer frame from a producer.
