@@ -1,0 +1,187 @@
+'use strict';
+// Promise helpers around rhea for the tests. Every wait is bounded.
+
+const crypto = require('node:crypto');
+const rhea = require('rhea');
+
+const TIMEOUT_MS = 20000;
+
+function withTimeout(promise, what, ms = TIMEOUT_MS) {
+  let timer;
+  const t = new Promise((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms: ${what}`)), ms);
+  });
+  return Promise.race([promise, t]).finally(() => clearTimeout(timer));
+}
+
+// A queue name unique to one test.
+function queueName(label) {
+  return `${label.replace(/[^A-Za-z0-9_-]+/g, '-')}-${crypto.randomBytes(4).toString('hex')}`;
+}
+
+// Connects with a container of its own; resolves once the broker's Open came.
+function connect(broker, options = {}) {
+  const container = rhea.create_container();
+  const conn = container.connect({
+    host: broker.host, port: broker.port, reconnect: false, ...options,
+  });
+  // Errors not expected by a test surface through `conn.failure`.
+  conn.failure = new Promise((_, reject) => {
+    conn.on('connection_error', (ctx) => {
+      const err = ctx.error || ctx.connection.error || {};
+      reject(Object.assign(
+        new Error(`connection error: ${err.condition} ${err.description || err.message || ''}`),
+        { condition: err.condition },
+      ));
+    });
+    conn.on('disconnected', (ctx) => {
+      if (!conn.closing) reject(new Error(`disconnected: ${ctx.error || 'no error given'}`));
+    });
+  });
+  conn.failure.catch(() => {});
+  return withTimeout(Promise.race([
+    new Promise((resolve) => conn.once('connection_open', () => resolve(conn))),
+    conn.failure,
+  ]), 'connection open');
+}
+
+function close(conn) {
+  if (!conn || conn.closing) return Promise.resolve();
+  conn.closing = true;
+  if (!conn.is_open()) {
+    conn.close();
+    return Promise.resolve();
+  }
+  return withTimeout(new Promise((resolve) => {
+    conn.once('connection_close', resolve);
+    conn.once('disconnected', resolve);
+    conn.close();
+  }), 'connection close');
+}
+
+// Opens a link; resolves with it once the broker's attach came back, rejects
+// with the link error (ctx.sender/receiver.error) if the broker refused it.
+function openLink(conn, kind, options) {
+  const link = kind === 'sender' ? conn.open_sender(options) : conn.open_receiver(options);
+  return withTimeout(new Promise((resolve, reject) => {
+    link.once(`${kind}_open`, () => {
+      // A refusal is an attach with a null terminus followed by a detach
+      // carrying the error: wait for that detach.
+      // (rhea gives a null terminus as a Typed Null.)
+      const t = link.remote.attach[kind === 'sender' ? 'target' : 'source'];
+      if (t != null && !(t.type && t.type.name === 'Null')) resolve(link);
+    });
+    link.once(`${kind}_error`, () => reject(Object.assign(new Error(`${kind} refused`), { condition: link.error })));
+    link.once(`${kind}_close`, () => reject(Object.assign(new Error(`${kind} closed`), { condition: link.error })));
+    conn.failure.catch(reject);
+  }), `${kind} attach`);
+}
+
+// Sends `messages` on a new sender. Unsettled: resolves with the outcome of
+// each ('accepted', 'rejected', 'released', 'modified'). Pre-settled: resolves
+// once all were handed to the socket.
+async function sendAll(conn, address, messages, { presettled = false } = {}) {
+  const sender = await openLink(conn, 'sender', {
+    target: { address }, snd_settle_mode: presettled ? 1 : 0,
+  });
+  const outcomes = [];
+  await withTimeout(new Promise((resolve, reject) => {
+    let next = 0;
+    const pump = () => {
+      while (next < messages.length && sender.sendable()) {
+        // {raw: Buffer} sends bytes the test encoded itself.
+        const m = messages[next];
+        const d = m && Buffer.isBuffer(m.raw) ? sender.send(m.raw, undefined, 0) : sender.send(m);
+        d.index = next++;
+      }
+      if (presettled && next === messages.length) resolve();
+    };
+    const outcome = (name) => (ctx) => {
+      outcomes[ctx.delivery.index] = name;
+      if (outcomes.filter((o) => o).length === messages.length) resolve();
+    };
+    sender.on('sendable', pump);
+    sender.on('accepted', outcome('accepted'));
+    sender.on('rejected', outcome('rejected'));
+    sender.on('released', outcome('released'));
+    sender.on('modified', outcome('modified'));
+    sender.on('sender_error', () => reject(new Error(`sender error ${JSON.stringify(sender.error)}`)));
+    conn.failure.catch(reject);
+    pump();
+  }), `sending ${messages.length} messages`);
+  if (presettled) {
+    // Pre-settled transfers are handed to the socket asynchronously: detach
+    // after them, so they are on the wire before anything else the test does.
+    await closeLink(sender);
+  }
+  return { sender, outcomes };
+}
+
+function closeLink(link) {
+  return withTimeout(new Promise((resolve) => {
+    link.once(link.is_sender() ? 'sender_close' : 'receiver_close', resolve);
+    link.close();
+  }), 'link detach');
+}
+
+// Opens a receiver and resolves with its first `n` {message, delivery}.
+// Options go to open_receiver (credit_window, autoaccept, rcv/snd settle modes).
+async function receiveN(conn, address, n, options = {}) {
+  const receiver = conn.open_receiver({ source: { address }, ...options });
+  const got = [];
+  await withTimeout(new Promise((resolve, reject) => {
+    receiver.on('message', (ctx) => {
+      got.push({ message: ctx.message, delivery: ctx.delivery });
+      if (got.length === n) resolve();
+    });
+    receiver.on('receiver_error', () => reject(new Error(`receiver error ${JSON.stringify(receiver.error)}`)));
+    conn.failure.catch(reject);
+    if (n === 0) resolve();
+  }), `receiving ${n} messages from ${address}`);
+  return { receiver, got };
+}
+
+// Drains `receiver` (which should have credit) and resolves with the messages
+// that arrived before the broker reported the drain complete.
+function drain(receiver, credit = 0) {
+  const late = [];
+  return withTimeout(new Promise((resolve) => {
+    const onMessage = (ctx) => late.push(ctx.message);
+    receiver.on('message', onMessage);
+    receiver.once('receiver_drained', () => {
+      receiver.removeListener('message', onMessage);
+      receiver.drain = false;
+      resolve(late);
+    });
+    receiver.drain = true;
+    if (credit > 0) receiver.add_credit(credit);
+    else receiver.drain_credit();
+  }), 'drain');
+}
+
+module.exports = {
+  rhea, TIMEOUT_MS, withTimeout, queueName, connect, close, openLink, closeLink, sendAll,
+  receiveN, drain,
+};
+
+// Messages of a receiver, one at a time: `await inbox.next()` resolves with
+// the next {message, delivery}, in arrival order.
+class Inbox {
+  constructor(receiver) {
+    this.items = [];
+    this.waiters = [];
+    receiver.on('message', (ctx) => {
+      const item = { message: ctx.message, delivery: ctx.delivery };
+      const w = this.waiters.shift();
+      if (w) w(item);
+      else this.items.push(item);
+    });
+  }
+
+  next(what = 'next message') {
+    if (this.items.length) return Promise.resolve(this.items.shift());
+    return withTimeout(new Promise((resolve) => this.waiters.push(resolve)), what);
+  }
+}
+
+module.exports.Inbox = Inbox;
