@@ -19,7 +19,8 @@ use crate::amqp::io::{serve, ServeContext};
 use crate::amqp::EngineConfig;
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
-use crate::core::{Broker, BrokerOptions};
+use crate::core::settings::QueueSettings;
+use crate::core::{Broker, BrokerOptions, NodeDefaults};
 
 /// How long shutdown waits for connections to close before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -51,6 +52,23 @@ impl Credentials for Authenticator {
     }
 }
 
+/// Queue and topic defaults from the configuration's patterns.
+#[derive(Debug)]
+struct ConfigDefaults(Config);
+
+impl NodeDefaults for ConfigDefaults {
+    fn queue_settings(&self, name: &str) -> QueueSettings {
+        self.0.queue_settings(name)
+    }
+
+    fn is_topic(&self, name: &str) -> bool {
+        self.0.is_topic(name)
+    }
+}
+
+/// How often queues look for expired messages.
+const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
+
 /// A bound broker, not yet serving.
 pub struct Server {
     /// The listening socket.
@@ -75,6 +93,7 @@ impl Server {
         let broker = Broker::new(BrokerOptions {
             auto_create: config.broker.auto_create,
             predeclared,
+            defaults: Arc::new(ConfigDefaults(config.clone())),
         });
         let listener_config = &config.listener;
         let engine = EngineConfig {
@@ -122,6 +141,14 @@ impl Server {
         let mut tasks = JoinSet::new();
         let ids = AtomicU64::new(1);
         tokio::pin!(shutdown);
+        let broker = Arc::clone(&self.ctx.broker);
+        let expiry = tokio::spawn(async move {
+            let mut ticks = tokio::time::interval(EXPIRY_INTERVAL);
+            loop {
+                ticks.tick().await;
+                broker.expire_due();
+            }
+        });
         loop {
             tokio::select! {
                 accepted = self.listener.accept() => {
@@ -155,6 +182,7 @@ impl Server {
             }
         }
         tracing::info!(connections = tasks.len(), "shutting down");
+        expiry.abort();
         drop(self.listener);
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {

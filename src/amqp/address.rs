@@ -4,20 +4,14 @@
 
 use fe2o3_amqp::types::primitives::{Array, Symbol};
 
-/// Which kind of node an address names.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum NodeKind {
-    /// Competing consumers.
-    Queue,
-    /// Each subscription gets a copy.
-    Topic,
-}
+pub use crate::core::NodeKind;
 
 /// A parsed address.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NodeAddress {
-    /// Queue or topic.
-    pub kind: NodeKind,
+    /// Queue or topic, if the address or capabilities say (None: decided
+    /// by what exists and the configuration).
+    pub kind: Option<NodeKind>,
     /// The node's name, without prefix or options.
     pub name: String,
     /// `key=value` options after `?`, in order.
@@ -47,15 +41,17 @@ pub fn parse(
     };
     let has = |cap: &str| capabilities.is_some_and(|caps| caps.0.iter().any(|c| c.as_str() == cap));
     let (kind, name) = if let Some(rest) = path.strip_prefix("queue://") {
-        (NodeKind::Queue, rest)
+        (Some(NodeKind::Queue), rest)
     } else if let Some(rest) = path.strip_prefix("topic://") {
-        (NodeKind::Topic, rest)
+        (Some(NodeKind::Topic), rest)
     } else if let Some(rest) = path.strip_prefix("/queues/") {
-        (NodeKind::Queue, rest)
+        (Some(NodeKind::Queue), rest)
     } else if has("topic") {
-        (NodeKind::Topic, path)
+        (Some(NodeKind::Topic), path)
+    } else if has("queue") {
+        (Some(NodeKind::Queue), path)
     } else {
-        (NodeKind::Queue, path)
+        (None, path)
     };
     if name.is_empty() {
         return Err(AddressError::Empty);
@@ -84,14 +80,22 @@ mod tests {
 
     #[test]
     fn prefixes_and_capabilities() {
-        assert_eq!(parse("orders", None).unwrap().kind, NodeKind::Queue);
+        assert_eq!(parse("orders", None).unwrap().kind, None);
         let q = parse("queue://orders", None).unwrap();
-        assert_eq!((q.kind, q.name.as_str()), (NodeKind::Queue, "orders"));
+        assert_eq!((q.kind, q.name.as_str()), (Some(NodeKind::Queue), "orders"));
         let t = parse("topic://prices", None).unwrap();
-        assert_eq!((t.kind, t.name.as_str()), (NodeKind::Topic, "prices"));
+        assert_eq!((t.kind, t.name.as_str()), (Some(NodeKind::Topic), "prices"));
         assert_eq!(parse("/queues/orders", None).unwrap().name, "orders");
         let caps = Array(vec![Symbol::from("topic")]);
-        assert_eq!(parse("prices", Some(&caps)).unwrap().kind, NodeKind::Topic);
+        assert_eq!(
+            parse("prices", Some(&caps)).unwrap().kind,
+            Some(NodeKind::Topic)
+        );
+        let caps = Array(vec![Symbol::from("queue")]);
+        assert_eq!(
+            parse("orders", Some(&caps)).unwrap().kind,
+            Some(NodeKind::Queue)
+        );
     }
 
     #[test]

@@ -16,7 +16,7 @@ use bytes::BytesMut;
 use fe2o3_amqp::frames::amqp::{Frame, FrameBody};
 use fe2o3_amqp::types::definitions::Error as AmqpError;
 use fe2o3_amqp::types::performatives::{ChannelMax, Close, MaxFrameSize, Open};
-use fe2o3_amqp::types::primitives::{OrderedMap, Symbol, Value};
+use fe2o3_amqp::types::primitives::{Array, OrderedMap, Symbol, Value};
 
 use super::error::{self, cond};
 use super::frame::{self, MIN_MAX_FRAME_SIZE};
@@ -266,7 +266,7 @@ impl Connection {
                 .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
             outgoing_locales: None,
             incoming_locales: None,
-            offered_capabilities: None,
+            offered_capabilities: Some(Array(vec![Symbol::from("ANONYMOUS-RELAY")])),
             desired_capabilities: None,
             properties: Some(properties),
         };
@@ -395,6 +395,7 @@ impl Connection {
             outbox: &self.outbox,
             out: &mut self.out,
             consumers: &mut self.consumers,
+            container: &self.remote_container,
         };
         let ended = session.handle(body, &mut ctx);
         if ended {

@@ -680,6 +680,7 @@ fn unknown_queue_with_auto_create_off_is_refused_with_not_found() {
     let broker = Broker::new(BrokerOptions {
         auto_create: false,
         predeclared: vec![],
+        ..BrokerOptions::default()
     });
     let mut peer = Peer::new();
     peer.conn = Connection::new(Arc::new(EngineConfig::default()), broker, peer.now);

@@ -21,6 +21,9 @@ pub fn from_core(e: &CoreError) -> AmqpErrorFrame {
     let condition: ErrorCondition = match e {
         CoreError::NotFound { .. } => AmqpError::NotFound.into(),
         CoreError::NotImplemented { .. } => AmqpError::NotImplemented.into(),
+        CoreError::QueueFull { .. } => AmqpError::ResourceLimitExceeded.into(),
+        CoreError::InvalidSetting { .. } => AmqpError::InvalidField.into(),
+        CoreError::PreconditionFailed { .. } => AmqpError::PreconditionFailed.into(),
         CoreError::UnknownDelivery { .. } => AmqpError::IllegalState.into(),
         CoreError::UnknownConsumer { .. } => AmqpError::IllegalState.into(),
     };
@@ -66,6 +69,10 @@ pub mod cond {
     /// `amqp:illegal-state`.
     pub fn illegal_state(d: impl Into<String>) -> AmqpErrorFrame {
         error(AmqpError::IllegalState, d)
+    }
+    /// `amqp:not-found`.
+    pub fn not_found(d: impl Into<String>) -> AmqpErrorFrame {
+        error(AmqpError::NotFound, d)
     }
     /// `amqp:decode-error`.
     pub fn decode(d: impl Into<String>) -> AmqpErrorFrame {

@@ -1,20 +1,21 @@
-//! Links: attach and detach, producer links (we receive) and consumer links
-//! (we send).
+//! Links: attach and detach. Producer links (we receive) publish to a node
+//! or relay on `properties.to`; consumer links (we send) consume from a
+//! queue, a topic subscription, a dynamic node, or browse.
 
 use std::sync::Arc;
 
-use bytes::{Bytes, BytesMut};
+use bytes::BytesMut;
 use fe2o3_amqp::types::definitions::{
     Error as AmqpError, ReceiverSettleMode, Role, SenderSettleMode,
 };
-use fe2o3_amqp::types::messaging::{DistributionMode, TargetArchetype};
-use fe2o3_amqp::types::performatives::{Attach, Detach, Flow, Transfer};
+use fe2o3_amqp::types::messaging::{DistributionMode, TargetArchetype, TerminusDurability};
+use fe2o3_amqp::types::performatives::{Attach, Detach, Flow};
+use fe2o3_amqp::types::primitives::Value;
 
-use super::address::{self, NodeKind};
+use super::address::{self, NodeAddress};
 use super::error::{self, cond};
-use super::message;
-use super::session::{send_rejected, Ctx, Session};
-use crate::core::{ConsumerId, ConsumerOptions, Queue};
+use super::session::{Ctx, Session};
+use crate::core::{Broker, ConsumerId, ConsumerOptions, Node, Queue};
 
 /// One attached link.
 #[derive(Debug)]
@@ -30,19 +31,28 @@ pub struct Link {
 /// The two directions, and a refused link awaiting the peer's detach.
 #[derive(Debug)]
 pub enum LinkKind {
-    /// The peer sends, we receive into a queue.
+    /// The peer sends, we receive into a node.
     Producer(ProducerLink),
     /// We send from a queue, the peer receives.
     Consumer(ConsumerLink),
-    /// We refused the attach and detached; waiting for the peer's detach.
+    /// We refused the attach or detached; waiting for the peer's detach.
     Refused,
+}
+
+/// Where a producer's messages go.
+#[derive(Debug)]
+pub enum ProducerTarget {
+    /// One node.
+    Node(Node),
+    /// Anonymous relay: each message to its `properties.to`.
+    Relay,
 }
 
 /// A link on which the peer publishes.
 #[derive(Debug)]
 pub struct ProducerLink {
     /// Where messages go.
-    pub queue: Arc<Queue>,
+    pub target: ProducerTarget,
     /// The sender's delivery count as we have seen it.
     pub delivery_count: u32,
     /// Deliveries the sender may still start.
@@ -64,6 +74,17 @@ pub struct Partial {
     pub bytes: BytesMut,
 }
 
+/// What happens to a consumer's queue when the link goes.
+#[derive(Debug)]
+pub enum Cleanup {
+    /// Nothing: an ordinary queue.
+    Keep,
+    /// Deleted with the link: a dynamic node or a non-durable subscription.
+    Delete,
+    /// A durable subscription: removed only by a detach with `closed = true`.
+    Durable(String),
+}
+
 /// A link on which the peer consumes.
 #[derive(Debug)]
 pub struct ConsumerLink {
@@ -71,19 +92,31 @@ pub struct ConsumerLink {
     pub queue: Arc<Queue>,
     /// Its identity in the queue.
     pub consumer: ConsumerId,
+    /// What to do with the queue when the link goes.
+    pub cleanup: Cleanup,
+    /// The broker, for the cleanup.
+    pub broker: Arc<Broker>,
 }
 
 impl Link {
-    /// Local detach: a consumer's unsettled deliveries go back to the queue.
-    pub fn release(&mut self) {
+    /// Local end of the link: a consumer's unsettled deliveries go back to
+    /// the queue; a dynamic or non-durable subscription queue is deleted; a
+    /// durable subscription is removed only if `closed`.
+    pub fn release(&mut self, closed: bool) {
         if let LinkKind::Consumer(c) = &self.kind {
             c.queue.detach_consumer(c.consumer);
+            match &c.cleanup {
+                Cleanup::Keep => {}
+                Cleanup::Delete => c.broker.delete_queue(&c.queue),
+                Cleanup::Durable(name) if closed => c.broker.unsubscribe_durable(name),
+                Cleanup::Durable(_) => {}
+            }
         }
         self.kind = LinkKind::Refused;
     }
 
     /// The peer's flow for this link.
-    pub fn on_flow(&mut self, flow: &Flow, ctx: &mut Ctx<'_>) {
+    pub fn on_flow(&mut self, flow: &Flow) {
         match &mut self.kind {
             LinkKind::Consumer(c) => {
                 let result = c.queue.flow(
@@ -106,11 +139,86 @@ impl Link {
                     let left = limit.wrapping_sub(dc);
                     p.credit = if left <= i32::MAX as u32 { left } else { 0 };
                 }
-                let _ = ctx;
             }
             LinkKind::Refused => {}
         }
     }
+}
+
+/// Options of an address, split by who they are for.
+#[derive(Debug, Default)]
+struct LinkOptions {
+    /// `consumer.priority` / `consumer-priority`.
+    priority: Option<i32>,
+    /// `queue.<setting>` options, without the prefix.
+    queue: Vec<(String, String)>,
+}
+
+/// Checks an address's options: exactly the accepted ones (SPEC §2).
+fn link_options(node: &NodeAddress) -> Result<LinkOptions, AmqpError> {
+    let mut options = LinkOptions::default();
+    for (key, value) in &node.options {
+        match key.as_str() {
+            "consumer.priority" | "consumer-priority" => {
+                let p = value.parse().map_err(|_| {
+                    cond::invalid_field(format!("option '{key}' must be an integer, not '{value}'"))
+                })?;
+                options.priority = Some(p);
+            }
+            "consumer.prefetchSize" => {}
+            "consumer.exclusive" | "exclusive" | "consumer.group-filter" => {
+                return Err(cond::not_implemented(format!(
+                    "option '{key}' is not supported yet"
+                )));
+            }
+            _ => match key.strip_prefix("queue.") {
+                Some(setting) => options.queue.push((setting.to_string(), value.clone())),
+                None => {
+                    return Err(cond::invalid_field(format!(
+                        "unknown address option '{key}'"
+                    )))
+                }
+            },
+        }
+    }
+    Ok(options)
+}
+
+/// Consumer priority from the attach properties (`priority`, as Artemis and
+/// Qpid Broker-J read it, or `rabbitmq:priority`).
+fn priority_property(attach: &Attach) -> Result<Option<i32>, AmqpError> {
+    let Some(props) = &attach.properties else {
+        return Ok(None);
+    };
+    for (key, value) in props.iter() {
+        if key.as_str() == "priority" || key.as_str() == "rabbitmq:priority" {
+            let p = match value {
+                Value::Int(v) => i64::from(*v),
+                Value::Long(v) => *v,
+                Value::Short(v) => i64::from(*v),
+                Value::Byte(v) => i64::from(*v),
+                Value::Uint(v) => i64::from(*v),
+                Value::Ubyte(v) => i64::from(*v),
+                Value::Ushort(v) => i64::from(*v),
+                Value::Ulong(v) => i64::try_from(*v).unwrap_or(i64::MAX),
+                _ => {
+                    return Err(cond::invalid_field(format!(
+                        "link property '{}' must be an integer",
+                        key.as_str()
+                    )))
+                }
+            };
+            return Ok(Some(
+                p.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
+            ));
+        }
+        if key.as_str() == "exclusive-consumer" && matches!(value, Value::Bool(true)) {
+            return Err(cond::not_implemented(
+                "exclusive consumers are not supported yet",
+            ));
+        }
+    }
+    Ok(None)
 }
 
 impl Session {
@@ -118,13 +226,11 @@ impl Session {
     pub(super) fn on_attach(&mut self, attach: Attach, ctx: &mut Ctx<'_>) {
         let remote = attach.handle.0;
         if remote > ctx.config.handle_max {
-            self.end_with(
-                cond::resource_limit(format!(
-                    "handle {remote} exceeds handle-max {}",
-                    ctx.config.handle_max
-                )),
-                ctx,
-            );
+            let e = cond::resource_limit(format!(
+                "handle {remote} exceeds handle-max {}",
+                ctx.config.handle_max
+            ));
+            self.end_with(e, ctx);
             return;
         }
         if self.handles.contains_key(&remote) {
@@ -156,15 +262,12 @@ impl Session {
                 "a link named '{}' is already attached in this direction",
                 attach.name
             )))
+        } else if is_sender {
+            self.attach_producer(&attach, local_handle, ctx)
+                .map(LinkKind::Producer)
         } else {
-            match attach.role {
-                Role::Sender => self
-                    .attach_producer(&attach, local_handle, ctx)
-                    .map(LinkKind::Producer),
-                Role::Receiver => self
-                    .attach_consumer(&attach, local_handle, ctx)
-                    .map(LinkKind::Consumer),
-            }
+            self.attach_consumer(&attach, local_handle, ctx)
+                .map(LinkKind::Consumer)
         };
         let kind = match result {
             Ok(kind) => kind,
@@ -172,19 +275,18 @@ impl Session {
                 tracing::info!(link = %attach.name, condition = ?error.condition, description = ?error.description, "attach refused");
                 let mut reply = reply_attach(&attach, local_handle);
                 // A refused link: our terminus is null, then we detach.
-                match attach.role {
-                    Role::Sender => reply.target = None,
-                    Role::Receiver => reply.source = None,
+                if is_sender {
+                    reply.target = None;
+                } else {
+                    reply.source = None;
                 }
                 ctx.out.frame(self.channel, &reply);
-                ctx.out.frame(
-                    self.channel,
-                    &Detach {
-                        handle: local_handle.into(),
-                        closed: true,
-                        error: Some(error),
-                    },
-                );
+                let detach = Detach {
+                    handle: local_handle.into(),
+                    closed: true,
+                    error: Some(error),
+                };
+                ctx.out.frame(self.channel, &detach);
                 LinkKind::Refused
             }
         };
@@ -218,29 +320,46 @@ impl Session {
             }
             None => return Err(cond::invalid_field("a producer link needs a target")),
         };
-        let Some(addr) = target.address.as_deref() else {
-            return Err(cond::not_implemented(
-                "anonymous relay (null target address) is not supported yet",
-            ));
+        if target.dynamic {
+            return Err(cond::not_implemented("dynamic targets are not supported"));
+        }
+        let destination = match target.address.as_deref() {
+            // Anonymous relay: every message says where it goes.
+            None => ProducerTarget::Relay,
+            Some(addr) => {
+                let node = address::parse(addr, target.capabilities.as_ref())
+                    .map_err(|e| cond::invalid_field(e.to_string()))?;
+                let options = link_options(&node)?;
+                let resolved = ctx
+                    .broker
+                    .resolve(&node.name, node.kind, &options.queue)
+                    .map_err(|e| error::from_core(&e))?;
+                ProducerTarget::Node(resolved)
+            }
         };
-        let queue = resolve(addr, target.capabilities.as_ref(), ctx)?;
         let mut reply = reply_attach(attach, local_handle);
         reply.rcv_settle_mode = ReceiverSettleMode::First;
         reply.max_message_size = Some(ctx.config.max_message_size);
         ctx.out.frame(self.channel, &reply);
-        tracing::info!(link = %attach.name, queue = queue.name(), "producer attached");
-        let credit = ctx.config.producer_credit;
+        match &destination {
+            ProducerTarget::Node(n) => {
+                tracing::info!(link = %attach.name, node = n.name(), "producer attached")
+            }
+            ProducerTarget::Relay => {
+                tracing::info!(link = %attach.name, "anonymous-relay producer attached")
+            }
+        }
         Ok(ProducerLink {
-            queue,
+            target: destination,
             delivery_count: attach.initial_delivery_count.unwrap_or(0),
-            credit,
+            credit: ctx.config.producer_credit,
             partial: None,
             blocked: false,
         })
     }
 
-    /// Resolves a consumer's source, registers it with the queue and
-    /// answers its attach.
+    /// Resolves a consumer's source (queue, topic subscription, dynamic
+    /// node), registers it with the queue and answers its attach.
     fn attach_consumer(
         &mut self,
         attach: &Attach,
@@ -250,22 +369,46 @@ impl Session {
         let Some(source) = attach.source.as_deref() else {
             return Err(cond::invalid_field("a consumer link needs a source"));
         };
-        if source.dynamic {
-            return Err(cond::not_implemented("dynamic nodes are not supported yet"));
-        }
-        if matches!(source.distribution_mode, Some(DistributionMode::Copy)) {
-            return Err(cond::not_implemented(
-                "browsing (distribution-mode copy) is not supported yet",
-            ));
-        }
-        let Some(addr) = source.address.as_deref() else {
-            return Err(cond::invalid_field(
-                "a consumer link needs a source address",
-            ));
-        };
-        let queue = resolve(addr, source.capabilities.as_ref(), ctx)?;
-        let presettled = attach.snd_settle_mode == SenderSettleMode::Settled;
+        let mut priority = priority_property(attach)?;
+        let browse = matches!(source.distribution_mode, Some(DistributionMode::Copy));
         let mut reply = reply_attach(attach, local_handle);
+        let (queue, cleanup) = if source.dynamic {
+            let queue = ctx.broker.create_dynamic_queue();
+            if let Some(s) = reply.source.as_deref_mut() {
+                s.address = Some(queue.name().to_string());
+            }
+            (queue, Cleanup::Delete)
+        } else {
+            let Some(addr) = source.address.as_deref() else {
+                return Err(cond::invalid_field(
+                    "a consumer link needs a source address",
+                ));
+            };
+            let node = address::parse(addr, source.capabilities.as_ref())
+                .map_err(|e| cond::invalid_field(e.to_string()))?;
+            let options = link_options(&node)?;
+            priority = options.priority.or(priority);
+            match ctx
+                .broker
+                .resolve(&node.name, node.kind, &options.queue)
+                .map_err(|e| error::from_core(&e))?
+            {
+                Node::Queue(q) => (q, Cleanup::Keep),
+                Node::Topic(topic) => {
+                    let durable = source.durable != TerminusDurability::None;
+                    if durable {
+                        let name = format!("{}.{}", ctx.container, attach.name);
+                        (
+                            ctx.broker.subscribe(&topic, Some(&name)),
+                            Cleanup::Durable(name),
+                        )
+                    } else {
+                        (ctx.broker.subscribe(&topic, None), Cleanup::Delete)
+                    }
+                }
+            }
+        };
+        let presettled = browse || attach.snd_settle_mode == SenderSettleMode::Settled;
         reply.snd_settle_mode = if presettled {
             SenderSettleMode::Settled
         } else {
@@ -275,13 +418,19 @@ impl Session {
         ctx.out.frame(self.channel, &reply);
         let consumer = ctx.broker.new_consumer_id();
         ctx.consumers.insert(consumer, (self.channel, local_handle));
-        queue.attach_consumer(
+        let options = ConsumerOptions {
+            presettled,
+            priority: priority.unwrap_or(0),
+            browse,
+        };
+        queue.attach_consumer(consumer, Arc::clone(ctx.outbox), options);
+        tracing::info!(link = %attach.name, queue = queue.name(), consumer = consumer.0, presettled, browse, priority = options.priority, "consumer attached");
+        Ok(ConsumerLink {
+            queue,
             consumer,
-            Arc::clone(ctx.outbox),
-            ConsumerOptions { presettled },
-        );
-        tracing::info!(link = %attach.name, queue = queue.name(), consumer = consumer.0, presettled, "consumer attached");
-        Ok(ConsumerLink { queue, consumer })
+            cleanup,
+            broker: Arc::clone(ctx.broker),
+        })
     }
 
     /// The peer detaches a link.
@@ -305,18 +454,16 @@ impl Session {
             ctx.consumers.remove(&c.consumer);
         }
         self.forget_deliveries(local);
-        link.release();
+        link.release(detach.closed);
         if !refused {
-            ctx.out.frame(
-                self.channel,
-                &Detach {
-                    handle: local.into(),
-                    closed: detach.closed,
-                    error: None,
-                },
-            );
+            let reply = Detach {
+                handle: local.into(),
+                closed: detach.closed,
+                error: None,
+            };
+            ctx.out.frame(self.channel, &reply);
         }
-        tracing::debug!(link = %link.name, "link detached");
+        tracing::debug!(link = %link.name, closed = detach.closed, "link detached");
     }
 
     /// Detaches a link from our side with an error.
@@ -328,16 +475,14 @@ impl Session {
         if let LinkKind::Consumer(c) = &link.kind {
             ctx.consumers.remove(&c.consumer);
         }
-        link.release();
+        link.release(true);
         self.forget_deliveries(local);
-        ctx.out.frame(
-            self.channel,
-            &Detach {
-                handle: local.into(),
-                closed: true,
-                error: Some(error),
-            },
-        );
+        let detach = Detach {
+            handle: local.into(),
+            closed: true,
+            error: Some(error),
+        };
+        ctx.out.frame(self.channel, &detach);
     }
 
     /// Drops what the session tracks for a link's deliveries (its queue took
@@ -346,137 +491,6 @@ impl Session {
         self.unsettled.retain(|_, d| d.handle != local);
         self.pending.retain(|p| p.handle() != local);
     }
-
-    /// A transfer frame from a producer.
-    pub(super) fn on_transfer(&mut self, transfer: Transfer, payload: Bytes, ctx: &mut Ctx<'_>) {
-        if self.incoming_window == 0 {
-            self.end_with(
-                cond::window_violation("transfer beyond the session's incoming window"),
-                ctx,
-            );
-            return;
-        }
-        self.incoming_window -= 1;
-        self.next_incoming_id = self.next_incoming_id.wrapping_add(1);
-        let remote = transfer.handle.0;
-        let Some(&local) = self.handles.get(&remote) else {
-            self.end_with(
-                cond::unattached_handle(format!("transfer on unattached handle {remote}")),
-                ctx,
-            );
-            return;
-        };
-        let channel = self.channel;
-        let max_size = ctx.config.max_message_size;
-        let Some(Some(link)) = self.links.get_mut(local as usize) else {
-            return;
-        };
-        let p = match &mut link.kind {
-            LinkKind::Producer(p) => p,
-            LinkKind::Refused => return,
-            LinkKind::Consumer(_) => {
-                let e = cond::illegal_state("transfer on a link where the broker is the sender");
-                self.detach_with(local, e, ctx);
-                return;
-            }
-        };
-        if transfer.aborted {
-            p.partial = None;
-            return;
-        }
-        let settled = transfer.settled.unwrap_or(false);
-        let complete = match p.partial.take() {
-            Some(mut partial) => {
-                partial.settled |= settled;
-                partial.bytes.extend_from_slice(&payload);
-                if partial.bytes.len() as u64 > max_size {
-                    let e =
-                        cond::message_size(format!("message exceeds max-message-size {max_size}"));
-                    self.detach_with(local, e, ctx);
-                    return;
-                }
-                if transfer.more {
-                    p.partial = Some(partial);
-                    return;
-                }
-                (partial.delivery_id, partial.settled, partial.bytes.freeze())
-            }
-            None => {
-                let Some(delivery_id) = transfer.delivery_id else {
-                    let e =
-                        cond::invalid_field("the first transfer of a delivery needs a delivery-id");
-                    self.detach_with(local, e, ctx);
-                    return;
-                };
-                if p.credit == 0 {
-                    let e = cond::transfer_limit("transfer without link credit");
-                    self.detach_with(local, e, ctx);
-                    return;
-                }
-                p.credit -= 1;
-                p.delivery_count = p.delivery_count.wrapping_add(1);
-                if payload.len() as u64 > max_size {
-                    let e =
-                        cond::message_size(format!("message exceeds max-message-size {max_size}"));
-                    self.detach_with(local, e, ctx);
-                    return;
-                }
-                if transfer.more {
-                    let mut bytes = BytesMut::with_capacity(payload.len() * 4);
-                    bytes.extend_from_slice(&payload);
-                    p.partial = Some(Partial {
-                        delivery_id,
-                        settled,
-                        bytes,
-                    });
-                    return;
-                }
-                (delivery_id, settled, payload)
-            }
-        };
-        let (delivery_id, settled, bytes) = complete;
-        match message::parse(bytes) {
-            Ok(m) => {
-                p.queue.publish(Arc::new(m));
-                if !settled {
-                    self.accepted.push(delivery_id);
-                }
-            }
-            Err(e) => {
-                tracing::info!(error = %e, "malformed message rejected");
-                if !settled {
-                    send_rejected(ctx.out, channel, delivery_id, cond::decode(e.to_string()));
-                }
-            }
-        }
-    }
-}
-
-/// Finds (or creates) the node an address names.
-fn resolve(
-    addr: &str,
-    capabilities: Option<
-        &fe2o3_amqp::types::primitives::Array<fe2o3_amqp::types::primitives::Symbol>,
-    >,
-    ctx: &mut Ctx<'_>,
-) -> Result<Arc<Queue>, AmqpError> {
-    let node =
-        address::parse(addr, capabilities).map_err(|e| cond::invalid_field(e.to_string()))?;
-    if node.kind == NodeKind::Topic {
-        return Err(cond::not_implemented("topics are not supported yet"));
-    }
-    if let Some((key, _)) = node
-        .options
-        .iter()
-        .find(|(k, _)| k != "consumer.prefetchSize")
-    {
-        return Err(cond::invalid_field(format!(
-            "unknown address option '{key}'"
-        )));
-    }
-    ctx.broker
-        .queue(&node.name)
-        .map_err(|e| error::from_core(&e))
 }
 
 /// Our attach answering the peer's: the opposite role, the peer's termini

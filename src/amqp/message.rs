@@ -6,15 +6,18 @@
 //! and never decoded. Delivery annotations are hop-by-hop and dropped.
 
 use bytes::{BufMut, Bytes, BytesMut};
-use fe2o3_amqp::types::messaging::{Header, Priority};
+use fe2o3_amqp::types::messaging::annotations::OwnedKey;
+use fe2o3_amqp::types::messaging::{Header, MessageAnnotations, Priority};
+use fe2o3_amqp::types::primitives::{Symbol, Value};
 
 use super::frame::Payload;
-use crate::core::{Delivery, HeaderFields, Message};
+use crate::core::{AnnotationValue, Delivery, HeaderFields, Message, RoutingFields};
 
 /// Section descriptor codes (AMQP 3.2).
 const HEADER: u64 = 0x70;
 const DELIVERY_ANNOTATIONS: u64 = 0x71;
 const MESSAGE_ANNOTATIONS: u64 = 0x72;
+const PROPERTIES: u64 = 0x73;
 const FOOTER: u64 = 0x78;
 
 /// Why a message cannot be read. Maps to `amqp:decode-error`.
@@ -37,6 +40,9 @@ pub enum MessageError {
         /// The code.
         code: u8,
     },
+    /// The properties section does not decode.
+    #[error("invalid properties: {0}")]
+    BadProperties(String),
     /// The header section does not decode.
     #[error("invalid header: {0}")]
     BadHeader(String),
@@ -146,6 +152,7 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
     let mut last_code = 0u64;
     let mut header = HeaderFields::default();
     let mut annotations = Bytes::new();
+    let mut routing = RoutingFields::default();
     let mut bare_start = buf.len();
     while pos < buf.len() {
         let (code, len) = section_at(buf, pos)?;
@@ -162,6 +169,10 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
             HEADER => header = parse_header(section)?,
             DELIVERY_ANNOTATIONS => {}
             MESSAGE_ANNOTATIONS => annotations = payload.slice(pos..pos + len),
+            PROPERTIES => {
+                routing = parse_properties(section)?;
+                bare_start = pos;
+            }
             _ => {
                 if bare_start == buf.len() {
                     bare_start = pos;
@@ -172,9 +183,68 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
     }
     Ok(Message {
         header,
+        routing,
         annotations,
+        broker_annotations: Vec::new(),
         bare: payload.slice(bare_start..),
     })
+}
+
+/// Reads the properties the broker routes on (`to`, `absolute-expiry-time`)
+/// by walking the properties list, without decoding the other fields.
+fn parse_properties(section: &[u8]) -> Result<RoutingFields, MessageError> {
+    let bad = |what: &str| MessageError::BadProperties(what.to_string());
+    // Skip the descriptor: 0x00 then the descriptor value.
+    let mut pos = 1 + value_len(section, 1)?;
+    let (count, mut item) = match section.get(pos) {
+        Some(0x45) => (0, pos + 1),
+        Some(0xc0) => (
+            usize::from(*section.get(pos + 2).ok_or_else(|| bad("list"))?),
+            pos + 3,
+        ),
+        Some(0xd0) => {
+            let b = section.get(pos + 5..pos + 9).ok_or_else(|| bad("list"))?;
+            (
+                u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize,
+                pos + 9,
+            )
+        }
+        _ => return Err(bad("not a list")),
+    };
+    let mut routing = RoutingFields::default();
+    for index in 0..count.min(13) {
+        let len = value_len(section, item)?;
+        let value = &section[item..item + len];
+        match index {
+            2 => routing.to = string_value(value).map_err(|_| bad("to is not a string"))?,
+            8 => {
+                routing.absolute_expiry = match value {
+                    [0x40] => None,
+                    [0x83, rest @ ..] if rest.len() == 8 => {
+                        let ms = i64::from_be_bytes(rest.try_into().map_err(|_| bad("timestamp"))?);
+                        Some(u64::try_from(ms).unwrap_or(0))
+                    }
+                    _ => return Err(bad("absolute-expiry-time is not a timestamp")),
+                }
+            }
+            _ => {}
+        }
+        item += len;
+        pos = item;
+    }
+    let _ = pos;
+    Ok(routing)
+}
+
+/// A string or null value.
+fn string_value(value: &[u8]) -> Result<Option<String>, ()> {
+    let bytes = match value {
+        [0x40] => return Ok(None),
+        [0xa1, _, rest @ ..] => rest,
+        [0xb1, _, _, _, _, rest @ ..] => rest,
+        _ => return Err(()),
+    };
+    String::from_utf8(bytes.to_vec()).map(Some).map_err(|_| ())
 }
 
 /// Parses the header section into the fields the broker owns.
@@ -211,11 +281,38 @@ pub fn delivery_payload(delivery: &Delivery) -> Payload {
             parts.push(out.freeze());
         }
     }
-    if !m.annotations.is_empty() {
+    if !m.broker_annotations.is_empty() {
+        parts.push(merged_annotations(m));
+    } else if !m.annotations.is_empty() {
         parts.push(m.annotations.clone());
     }
     parts.push(m.bare.clone());
     Payload::new(parts)
+}
+
+/// The producer's message annotations with the broker's added (the broker's
+/// win on a clash). Only messages the broker annotated (dead-lettered,
+/// expired) take this path.
+fn merged_annotations(m: &Message) -> Bytes {
+    let mut map = if m.annotations.is_empty() {
+        MessageAnnotations::default()
+    } else {
+        serde_amqp::from_slice::<MessageAnnotations>(&m.annotations).unwrap_or_default()
+    };
+    for (key, value) in &m.broker_annotations {
+        let value = match value {
+            AnnotationValue::String(s) => Value::String(s.clone()),
+            AnnotationValue::Bool(b) => Value::Bool(*b),
+        };
+        map.0
+            .insert(OwnedKey::Symbol(Symbol::from(key.as_str())), value);
+    }
+    let mut out = BytesMut::new();
+    let mut serializer = serde_amqp::ser::Serializer::from((&mut out).writer());
+    match serde::Serialize::serialize(&map, &mut serializer) {
+        Ok(()) => out.freeze(),
+        Err(_) => m.annotations.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -4,7 +4,8 @@
 //! - `handshake`: protocol headers and SASL, before the connection opens.
 //! - `connection`: one connection's state machine (sans I/O).
 //! - `session`: windows, delivery ids, link handles.
-//! - `link`: attach/detach, producer links (incoming transfers).
+//! - `link`: attach/detach: producer and consumer links, address options.
+//! - `incoming`: transfers from producers: assembly, limits, publishing, relay.
 //! - `outgoing`: deliveries to consumers (frame splitting, dispositions).
 //! - `frame`: reading and writing frames.
 //! - `message`: message sections: parse the header, keep the rest as bytes.
@@ -17,6 +18,7 @@ pub mod connection;
 pub mod error;
 pub mod frame;
 pub mod handshake;
+pub mod incoming;
 pub mod io;
 pub mod link;
 pub mod message;

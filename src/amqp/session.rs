@@ -29,6 +29,8 @@ pub struct Ctx<'a> {
     pub out: &'a mut Output,
     /// The connection's consumer map: consumer → (channel, handle).
     pub consumers: &'a mut HashMap<ConsumerId, (u16, u32)>,
+    /// The peer's container-id (names durable subscriptions).
+    pub container: &'a str,
 }
 
 /// `a` is before `b` in serial-number order.
@@ -146,7 +148,7 @@ impl Session {
     /// Detaches every link locally (consumers give back what they hold).
     pub fn release_all(&mut self) {
         for link in self.links.iter_mut().flatten() {
-            link.release();
+            link.release(false);
         }
         self.links.clear();
         self.handles.clear();
@@ -194,7 +196,7 @@ impl Session {
                 };
                 let base = self.session_flow();
                 if let Some(Some(link)) = self.links.get_mut(local as usize) {
-                    link.on_flow(&flow, ctx);
+                    link.on_flow(&flow);
                     if flow.echo {
                         if let LinkKind::Producer(p) = &link.kind {
                             let mut f = base;

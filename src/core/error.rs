@@ -6,7 +6,7 @@ use super::ConsumerId;
 /// What went wrong in the core.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum CoreError {
-    /// The address names no node and auto-create is off.
+    /// The address names no node and auto-create is off (or it was deleted).
     #[error("no node named '{address}'")]
     NotFound {
         /// The address asked for.
@@ -17,6 +17,24 @@ pub enum CoreError {
     NotImplemented {
         /// What was asked for.
         what: String,
+    },
+    /// A queue limit with `overflow = reject` was reached.
+    #[error("queue '{queue}' is full")]
+    QueueFull {
+        /// The queue.
+        queue: String,
+    },
+    /// A `queue.*` option has a bad key or value.
+    #[error("{message}")]
+    InvalidSetting {
+        /// What was wrong.
+        message: String,
+    },
+    /// A `queue.*` option differs from the existing queue's setting.
+    #[error("{message}")]
+    PreconditionFailed {
+        /// What differs.
+        message: String,
     },
     /// A settlement named a delivery this consumer does not hold.
     #[error("unknown delivery {delivery_id}")]

@@ -9,7 +9,7 @@ use bytes::Bytes;
 pub struct HeaderFields {
     /// The producer asked for the message to survive a broker restart.
     pub durable: bool,
-    /// 0–9, default 4; higher is delivered first (later issue).
+    /// 0–9, default 4; higher is delivered first.
     pub priority: u8,
     /// Time to live in milliseconds, if the producer set one.
     pub ttl: Option<u32>,
@@ -34,23 +34,64 @@ impl Default for HeaderFields {
     }
 }
 
+/// Fields of the message's properties the broker routes on.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RoutingFields {
+    /// `properties.to`: where an anonymous-relay producer sends the message.
+    pub to: Option<String>,
+    /// `properties.absolute-expiry-time`, milliseconds since the epoch.
+    pub absolute_expiry: Option<u64>,
+}
+
+/// A value of an annotation the broker adds to a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AnnotationValue {
+    /// A string.
+    String(String),
+    /// A boolean.
+    Bool(bool),
+}
+
 /// An immutable message. Cloning is cheap: the byte fields are reference
 /// counted, and queues hold messages behind `Arc`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// Routing fields from the header.
     pub header: HeaderFields,
+    /// Routing fields from the properties.
+    pub routing: RoutingFields,
     /// The producer's encoded message-annotations section, or empty. Passed
-    /// through as is; the broker's own annotations are added on delivery.
+    /// through as is, merged with `broker_annotations` on delivery.
     pub annotations: Bytes,
+    /// Annotations the broker added (dead-letter reason, original address).
+    pub broker_annotations: Vec<(String, AnnotationValue)>,
     /// The bare message (properties through body) and footer, exactly as the
     /// producer encoded them; never decoded or altered.
     pub bare: Bytes,
 }
 
 impl Message {
+    /// A message of these bytes with default routing fields (tests, tools).
+    pub fn from_bare(bare: Bytes) -> Self {
+        Self {
+            header: HeaderFields::default(),
+            routing: RoutingFields::default(),
+            annotations: Bytes::new(),
+            broker_annotations: Vec::new(),
+            bare,
+        }
+    }
+
     /// Bytes the message occupies, for limits and accounting.
     pub fn size(&self) -> usize {
         self.annotations.len() + self.bare.len()
+    }
+
+    /// A copy with an annotation set (replacing one of the same key).
+    pub fn with_annotation(&self, key: &str, value: AnnotationValue) -> Self {
+        let mut m = self.clone();
+        m.broker_annotations.retain(|(k, _)| k != key);
+        m.broker_annotations.push((key.to_string(), value));
+        m
     }
 }

@@ -1,7 +1,8 @@
 //! The broker core: protocol-neutral queues, consumers, dispatch and
 //! delivery tracking. Nothing here knows AMQP or sockets.
 //!
-//! - `broker`: the registry of queues, auto-create.
+//! - `broker`: the registry of queues and topics, auto-create, routing.
+//! - `topic`: topics and their subscriptions.
 //! - `queue`: one queue's state machine (decides, returns actions).
 //! - `queue_handle`: the owner of a queue's state (lock + outboxes).
 //! - `outbox`: the mailbox through which queues hand deliveries to a connection.
@@ -16,13 +17,15 @@ pub mod outbox;
 pub mod queue;
 pub mod queue_handle;
 pub mod settings;
+pub mod topic;
 
-pub use broker::{Broker, BrokerOptions};
+pub use broker::{Broker, BrokerOptions, Node, NodeDefaults, NodeKind, PlainDefaults};
 pub use error::CoreError;
-pub use message::{HeaderFields, Message};
+pub use message::{AnnotationValue, HeaderFields, Message, RoutingFields};
 pub use outbox::{Delivery, FlowState, Outbox, OutboxItem};
 pub use queue::{ConsumerOptions, Outcome};
-pub use queue_handle::{Queue, QueueStats};
+pub use queue_handle::{now_ms, Queue, QueueStats};
+pub use topic::Topic;
 
 /// Identifies one consumer (one outgoing link) across the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -1,14 +1,10 @@
 use super::*;
 use bytes::Bytes;
 
-use crate::core::message::HeaderFields;
+use crate::core::settings::QueueSettings;
 
 fn msg(n: u32) -> Arc<Message> {
-    Arc::new(Message {
-        header: HeaderFields::default(),
-        annotations: Bytes::new(),
-        bare: Bytes::from(n.to_be_bytes().to_vec()),
-    })
+    Arc::new(Message::from_bare(Bytes::from(n.to_be_bytes().to_vec())))
 }
 
 fn body(m: &Message) -> u32 {
@@ -26,7 +22,7 @@ fn delivered(actions: &mut Vec<Action>) -> Vec<(u64, u64, u32, u32)> {
                 body(&d.message),
                 d.delivery_count,
             )),
-            Action::Flow(_) => None,
+            _ => None,
         })
         .collect()
 }
@@ -36,10 +32,10 @@ const B: ConsumerId = ConsumerId(2);
 
 #[test]
 fn messages_wait_for_credit_and_go_in_order() {
-    let mut q = QueueState::new("q");
+    let mut q = QueueState::new("q", QueueSettings::default());
     let mut actions = Vec::new();
     for n in 0..5 {
-        q.enqueue(msg(n), &mut actions);
+        q.enqueue(msg(n), &mut actions).unwrap();
     }
     q.add_consumer(A, ConsumerOptions::default());
     assert!(delivered(&mut actions).is_empty());
@@ -52,12 +48,12 @@ fn messages_wait_for_credit_and_go_in_order() {
 
 #[test]
 fn never_more_than_credit() {
-    let mut q = QueueState::new("q");
+    let mut q = QueueState::new("q", QueueSettings::default());
     let mut actions = Vec::new();
     q.add_consumer(A, ConsumerOptions::default());
     q.flow(A, 0, 2, false, false, &mut actions).unwrap();
     for n in 0..10 {
-        q.enqueue(msg(n), &mut actions);
+        q.enqueue(msg(n), &mut actions).unwrap();
     }
     assert_eq!(delivered(&mut actions).len(), 2);
     // Re-stating the same credit limit grants nothing new.
@@ -70,14 +66,14 @@ fn never_more_than_credit() {
 
 #[test]
 fn competing_consumers_round_robin() {
-    let mut q = QueueState::new("q");
+    let mut q = QueueState::new("q", QueueSettings::default());
     let mut actions = Vec::new();
     q.add_consumer(A, ConsumerOptions::default());
     q.add_consumer(B, ConsumerOptions::default());
     q.flow(A, 0, 10, false, false, &mut actions).unwrap();
     q.flow(B, 0, 10, false, false, &mut actions).unwrap();
     for n in 0..4 {
-        q.enqueue(msg(n), &mut actions);
+        q.enqueue(msg(n), &mut actions).unwrap();
     }
     let who: Vec<u64> = delivered(&mut actions).iter().map(|d| d.0).collect();
     assert_eq!(who, vec![1, 2, 1, 2]);
@@ -85,10 +81,10 @@ fn competing_consumers_round_robin() {
 
 #[test]
 fn released_message_returns_to_its_original_position() {
-    let mut q = QueueState::new("q");
+    let mut q = QueueState::new("q", QueueSettings::default());
     let mut actions = Vec::new();
     for n in 0..3 {
-        q.enqueue(msg(n), &mut actions);
+        q.enqueue(msg(n), &mut actions).unwrap();
     }
     q.add_consumer(A, ConsumerOptions::default());
     q.flow(A, 0, 1, false, false, &mut actions).unwrap();
@@ -104,10 +100,10 @@ fn released_message_returns_to_its_original_position() {
 
 #[test]
 fn lost_consumer_returns_messages_in_order_with_count_plus_one() {
-    let mut q = QueueState::new("q");
+    let mut q = QueueState::new("q", QueueSettings::default());
     let mut actions = Vec::new();
     for n in 0..6 {
-        q.enqueue(msg(n), &mut actions);
+        q.enqueue(msg(n), &mut actions).unwrap();
     }
     q.add_consumer(A, ConsumerOptions::default());
     q.flow(A, 0, 4, false, false, &mut actions).unwrap();
@@ -125,9 +121,9 @@ fn lost_consumer_returns_messages_in_order_with_count_plus_one() {
 
 #[test]
 fn accepted_is_removed_and_cannot_be_settled_twice() {
-    let mut q = QueueState::new("q");
+    let mut q = QueueState::new("q", QueueSettings::default());
     let mut actions = Vec::new();
-    q.enqueue(msg(7), &mut actions);
+    q.enqueue(msg(7), &mut actions).unwrap();
     q.add_consumer(A, ConsumerOptions::default());
     q.flow(A, 0, 1, false, false, &mut actions).unwrap();
     let d = delivered(&mut actions)[0].1;
@@ -141,9 +137,9 @@ fn accepted_is_removed_and_cannot_be_settled_twice() {
 
 #[test]
 fn another_consumer_cannot_settle_my_delivery() {
-    let mut q = QueueState::new("q");
+    let mut q = QueueState::new("q", QueueSettings::default());
     let mut actions = Vec::new();
-    q.enqueue(msg(1), &mut actions);
+    q.enqueue(msg(1), &mut actions).unwrap();
     q.add_consumer(A, ConsumerOptions::default());
     q.add_consumer(B, ConsumerOptions::default());
     q.flow(A, 0, 1, false, false, &mut actions).unwrap();
@@ -154,9 +150,9 @@ fn another_consumer_cannot_settle_my_delivery() {
 
 #[test]
 fn modified_delivery_failed_counts_the_attempt() {
-    let mut q = QueueState::new("q");
+    let mut q = QueueState::new("q", QueueSettings::default());
     let mut actions = Vec::new();
-    q.enqueue(msg(1), &mut actions);
+    q.enqueue(msg(1), &mut actions).unwrap();
     q.add_consumer(A, ConsumerOptions::default());
     q.flow(A, 0, 5, false, false, &mut actions).unwrap();
     let d = delivered(&mut actions)[0].1;
@@ -171,16 +167,16 @@ fn modified_delivery_failed_counts_the_attempt() {
 
 #[test]
 fn drain_uses_up_credit_and_reports_it() {
-    let mut q = QueueState::new("q");
+    let mut q = QueueState::new("q", QueueSettings::default());
     let mut actions = Vec::new();
-    q.enqueue(msg(1), &mut actions);
+    q.enqueue(msg(1), &mut actions).unwrap();
     q.add_consumer(A, ConsumerOptions::default());
     q.flow(A, 0, 5, true, false, &mut actions).unwrap();
     let flows: Vec<FlowState> = actions
         .iter()
         .filter_map(|a| match a {
             Action::Flow(f) => Some(*f),
-            Action::Deliver(_) => None,
+            _ => None,
         })
         .collect();
     assert_eq!(delivered(&mut actions).len(), 1);
@@ -190,29 +186,29 @@ fn drain_uses_up_credit_and_reports_it() {
         (5, 0, true)
     );
     // After the drain, new messages wait: no credit is left.
-    q.enqueue(msg(2), &mut actions);
+    q.enqueue(msg(2), &mut actions).unwrap();
     assert!(delivered(&mut actions).is_empty());
 }
 
 #[test]
 fn credit_behind_what_was_sent_is_zero_not_huge() {
-    let mut q = QueueState::new("q");
+    let mut q = QueueState::new("q", QueueSettings::default());
     let mut actions = Vec::new();
     q.add_consumer(A, ConsumerOptions::default());
     q.flow(A, 0, 3, false, false, &mut actions).unwrap();
     for n in 0..3 {
-        q.enqueue(msg(n), &mut actions);
+        q.enqueue(msg(n), &mut actions).unwrap();
     }
     assert_eq!(delivered(&mut actions).len(), 3);
     // A stale flow from before those deliveries arrived: limit 1 < sent 3.
     q.flow(A, 0, 1, false, false, &mut actions).unwrap();
-    q.enqueue(msg(9), &mut actions);
+    q.enqueue(msg(9), &mut actions).unwrap();
     assert!(delivered(&mut actions).is_empty());
 }
 
 #[test]
 fn delivery_count_wraps_with_serial_arithmetic() {
-    let mut q = QueueState::new("q");
+    let mut q = QueueState::new("q", QueueSettings::default());
     let mut actions = Vec::new();
     q.add_consumer(A, ConsumerOptions::default());
     // Two drains move the link's delivery count to just below the wrap.
@@ -224,17 +220,23 @@ fn delivery_count_wraps_with_serial_arithmetic() {
     q.flow(A, u32::MAX - 1, 4, false, false, &mut actions)
         .unwrap();
     for n in 0..4 {
-        q.enqueue(msg(n), &mut actions);
+        q.enqueue(msg(n), &mut actions).unwrap();
     }
     assert_eq!(delivered(&mut actions).len(), 4);
 }
 
 #[test]
 fn presettled_consumer_takes_messages_for_good() {
-    let mut q = QueueState::new("q");
+    let mut q = QueueState::new("q", QueueSettings::default());
     let mut actions = Vec::new();
-    q.enqueue(msg(1), &mut actions);
-    q.add_consumer(A, ConsumerOptions { presettled: true });
+    q.enqueue(msg(1), &mut actions).unwrap();
+    q.add_consumer(
+        A,
+        ConsumerOptions {
+            presettled: true,
+            ..ConsumerOptions::default()
+        },
+    );
     q.flow(A, 0, 5, false, false, &mut actions).unwrap();
     assert_eq!(delivered(&mut actions).len(), 1);
     q.remove_consumer(A, &mut actions);

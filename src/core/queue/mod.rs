@@ -1,0 +1,537 @@
+//! One queue's state machine: messages in priority and arrival order,
+//! consumers with credit, deliveries awaiting an outcome.
+//!
+//! `QueueState` is a plain struct whose methods decide and return
+//! [`Action`]s; it never touches an outbox, a lock or a clock (the owner
+//! tells it the time), so every dispatch decision is unit-testable.
+//! [`super::Queue`] owns one behind a lock and carries the actions out.
+//! Dispatch itself is in `dispatch.rs`.
+
+mod dispatch;
+
+use std::cmp::Reverse;
+use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::sync::Arc;
+
+use super::error::CoreError;
+use super::message::Message;
+use super::outbox::{Delivery, FlowState};
+use super::settings::{OverflowPolicy, QueueSettings};
+use super::ConsumerId;
+
+/// What a queue decided; the owner performs it after the decision.
+#[derive(Debug)]
+pub enum Action {
+    /// Hand a message to a consumer.
+    Deliver(Delivery),
+    /// Tell a consumer its link's flow state (drain finished, or echo asked).
+    Flow(FlowState),
+    /// Move a message to another address (dead-lettering, expiry).
+    Forward {
+        /// Where it goes.
+        address: String,
+        /// The message, annotated with why.
+        message: Message,
+    },
+}
+
+/// The consumer's verdict on a delivery, in protocol-neutral terms.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Processed: the message is removed.
+    Accepted,
+    /// Not processed and not attempted: back to its original position,
+    /// delivery count unchanged.
+    Released,
+    /// Not processed: back to its original position.
+    Modified {
+        /// The attempt counts as a failed delivery (delivery count + 1).
+        delivery_failed: bool,
+        /// Never deliver it to this consumer again.
+        undeliverable_here: bool,
+    },
+    /// Invalid: dead-lettered.
+    Rejected,
+}
+
+/// How a consumer wants its deliveries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ConsumerOptions {
+    /// Pre-settled link: at-most-once, the queue forgets a message once it
+    /// is handed over.
+    pub presettled: bool,
+    /// Consumers of higher priority that have credit get messages first.
+    pub priority: i32,
+    /// A browser sees messages without acquiring them.
+    pub browse: bool,
+}
+
+/// Position in the queue: higher priority first, then arrival order.
+type Key = (Reverse<u8>, u64);
+
+/// A message waiting in the queue.
+#[derive(Debug, Clone)]
+struct Entry {
+    /// Arrival order; a returned message goes back to this position.
+    seq: u64,
+    /// The message itself, shared with deliveries in flight.
+    message: Arc<Message>,
+    /// Producer's delivery count plus failed attempts here.
+    delivery_count: u32,
+    /// Some consumer acquired it before (so `first-acquirer` is false).
+    acquired: bool,
+    /// When it expires (ms since the epoch), from its ttl or absolute expiry.
+    expires_at: Option<u64>,
+    /// Consumers that said `undeliverable-here`.
+    excluded: Vec<ConsumerId>,
+}
+
+impl Entry {
+    /// Its position in the queue.
+    fn key(&self) -> Key {
+        (Reverse(self.message.header.priority.min(9)), self.seq)
+    }
+}
+
+/// A delivery handed to a consumer and not yet settled.
+#[derive(Debug)]
+struct Unacked {
+    /// The message, ready to go back at its position.
+    entry: Entry,
+    /// Who holds it.
+    consumer: ConsumerId,
+}
+
+/// A consumer attached to the queue.
+#[derive(Debug)]
+struct Consumer {
+    /// Its identity, used in actions and by the protocol layer.
+    id: ConsumerId,
+    /// Deliveries it may still receive.
+    credit: u32,
+    /// Deliveries sent plus credit consumed by drains (AMQP link
+    /// delivery-count), so credit can be recomputed from the consumer's view.
+    delivery_count: u32,
+    /// The consumer asked to use up its credit now.
+    drain: bool,
+    /// Delivery mode and priority.
+    options: ConsumerOptions,
+    /// For a browser: the last position it saw.
+    browsed_to: Option<Key>,
+}
+
+/// Counters for management and tests.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Messages that expired.
+    pub expired: u64,
+    /// Messages moved to the dead-letter address.
+    pub dead_lettered: u64,
+    /// Messages dropped by `overflow = drop-oldest`.
+    pub dropped: u64,
+}
+
+/// The state of one queue.
+#[derive(Debug)]
+pub struct QueueState {
+    /// The queue's name, for logs and errors.
+    name: String,
+    /// The address messages came to (the topic, for a subscription), put in
+    /// `x-opt-original-address` when they move elsewhere.
+    origin: String,
+    /// Limits, dead-letter and expiry addresses.
+    settings: QueueSettings,
+    /// Messages ready for delivery, by priority then arrival.
+    ready: BTreeMap<Key, Entry>,
+    /// Bytes of the ready messages (for `max-bytes`).
+    ready_bytes: usize,
+    /// Ready messages that expire, soonest first (entries may be stale).
+    expiries: BinaryHeap<Reverse<(u64, Key)>>,
+    /// Sequence number of the next message to arrive.
+    next_seq: u64,
+    /// Attached consumers, in attach order.
+    consumers: Vec<Consumer>,
+    /// Round-robin position in `consumers`.
+    cursor: usize,
+    /// Deliveries awaiting an outcome, by delivery id.
+    unacked: HashMap<u64, Unacked>,
+    /// Next delivery id.
+    next_delivery_id: u64,
+    /// The time, ms since the epoch, as the owner last told it.
+    now: u64,
+    /// Counters.
+    counters: Counters,
+}
+
+impl QueueState {
+    /// An empty queue.
+    pub fn new(name: impl Into<String>, settings: QueueSettings) -> Self {
+        let name = name.into();
+        Self {
+            origin: name.clone(),
+            name,
+            settings,
+            ready: BTreeMap::new(),
+            ready_bytes: 0,
+            expiries: BinaryHeap::new(),
+            next_seq: 0,
+            consumers: Vec::new(),
+            cursor: 0,
+            unacked: HashMap::new(),
+            next_delivery_id: 0,
+            now: 0,
+            counters: Counters::default(),
+        }
+    }
+
+    /// Sets the address put in `x-opt-original-address` (a subscription's topic).
+    pub fn set_origin(&mut self, origin: impl Into<String>) {
+        self.origin = origin.into();
+    }
+
+    /// The queue's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Its settings.
+    pub fn settings(&self) -> &QueueSettings {
+        &self.settings
+    }
+
+    /// Tells the queue the time (ms since the epoch).
+    pub fn set_now(&mut self, now: u64) {
+        self.now = now;
+    }
+
+    /// Messages waiting for a consumer.
+    pub fn depth(&self) -> usize {
+        self.ready.len()
+    }
+
+    /// Deliveries handed out and not yet settled.
+    pub fn unacked(&self) -> usize {
+        self.unacked.len()
+    }
+
+    /// Number of attached consumers.
+    pub fn consumer_count(&self) -> usize {
+        self.consumers.len()
+    }
+
+    /// Counters so far.
+    pub fn counters(&self) -> Counters {
+        self.counters
+    }
+
+    /// Accepts a message from a producer and dispatches what can be.
+    /// Refused with [`CoreError::QueueFull`] when a limit with
+    /// `overflow = reject` is reached.
+    pub fn enqueue(
+        &mut self,
+        message: Arc<Message>,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), CoreError> {
+        let ttl_expiry = message
+            .header
+            .ttl
+            .map(|ttl| self.now.saturating_add(u64::from(ttl)));
+        let expires_at = match (ttl_expiry, message.routing.absolute_expiry) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        let size = message.size();
+        self.make_room(size, actions)?;
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let delivery_count = message.header.delivery_count;
+        let entry = Entry {
+            seq,
+            message,
+            delivery_count,
+            acquired: false,
+            expires_at,
+            excluded: Vec::new(),
+        };
+        self.insert(entry, actions);
+        self.dispatch(actions);
+        Ok(())
+    }
+
+    /// Like [`Self::enqueue`], but over any limit: a message the broker
+    /// moves here (dead-letter, expiry) is never refused.
+    pub fn enqueue_forced(&mut self, message: Arc<Message>, actions: &mut Vec<Action>) {
+        let limits = (
+            self.settings.max_length.take(),
+            self.settings.max_bytes.take(),
+        );
+        let result = self.enqueue(message, actions);
+        (self.settings.max_length, self.settings.max_bytes) = limits;
+        debug_assert!(result.is_ok());
+    }
+
+    /// Applies `max-length` / `max-bytes` before a message of `size` bytes
+    /// goes in: refuses it, or drops the oldest ready messages.
+    fn make_room(&mut self, size: usize, actions: &mut Vec<Action>) -> Result<(), CoreError> {
+        let over = |q: &Self| {
+            q.settings
+                .max_length
+                .is_some_and(|max| q.ready.len() as u64 >= max)
+                || q.settings
+                    .max_bytes
+                    .is_some_and(|max| (q.ready_bytes + size) as u64 > max)
+        };
+        if !over(self) {
+            return Ok(());
+        }
+        match self.settings.overflow {
+            OverflowPolicy::Reject => Err(CoreError::QueueFull {
+                queue: self.name.clone(),
+            }),
+            OverflowPolicy::DropOldest => {
+                while over(self) {
+                    let Some((_, entry)) = self.ready.pop_first() else {
+                        break;
+                    };
+                    self.ready_bytes -= entry.message.size();
+                    self.counters.dropped += 1;
+                }
+                let _ = actions;
+                Ok(())
+            }
+        }
+    }
+
+    /// Attaches a consumer with no credit yet.
+    pub fn add_consumer(&mut self, id: ConsumerId, options: ConsumerOptions) {
+        self.consumers.push(Consumer {
+            id,
+            credit: 0,
+            delivery_count: 0,
+            drain: false,
+            options,
+            browsed_to: None,
+        });
+    }
+
+    /// Detaches a consumer: its unsettled deliveries go back to their
+    /// original positions with delivery count + 1, then the queue dispatches
+    /// to whoever is left.
+    pub fn remove_consumer(&mut self, id: ConsumerId, actions: &mut Vec<Action>) {
+        let Some(index) = self.consumers.iter().position(|c| c.id == id) else {
+            return;
+        };
+        self.consumers.remove(index);
+        if self.cursor > index {
+            self.cursor -= 1;
+        }
+        let mut returned: Vec<u64> = self
+            .unacked
+            .iter()
+            .filter(|(_, u)| u.consumer == id)
+            .map(|(d, _)| *d)
+            .collect();
+        returned.sort_unstable();
+        for delivery_id in returned {
+            if let Some(unacked) = self.unacked.remove(&delivery_id) {
+                self.give_back(unacked.entry, true, None, actions);
+            }
+        }
+        self.dispatch(actions);
+    }
+
+    /// Applies a consumer's flow: `delivery_count` and `credit` as the
+    /// consumer sees them (AMQP: the link's credit limit is their sum).
+    /// `drain` asks to use up the credit now; `echo` asks for our state.
+    pub fn flow(
+        &mut self,
+        id: ConsumerId,
+        delivery_count: u32,
+        credit: u32,
+        drain: bool,
+        echo: bool,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), CoreError> {
+        let consumer = self
+            .consumers
+            .iter_mut()
+            .find(|c| c.id == id)
+            .ok_or(CoreError::UnknownConsumer { consumer: id })?;
+        let limit = delivery_count.wrapping_add(credit);
+        let left = limit.wrapping_sub(consumer.delivery_count);
+        // Serial-number arithmetic (RFC 1982): a limit behind what we already
+        // sent means no credit, not four billion.
+        consumer.credit = if left <= i32::MAX as u32 { left } else { 0 };
+        consumer.drain = drain;
+        self.dispatch(actions);
+        if echo {
+            if let Some(state) = self.flow_state(id) {
+                actions.push(Action::Flow(state));
+            }
+        }
+        Ok(())
+    }
+
+    /// Settles a delivery with the consumer's outcome.
+    pub fn settle(
+        &mut self,
+        consumer: ConsumerId,
+        delivery_id: u64,
+        outcome: Outcome,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), CoreError> {
+        match self.unacked.get(&delivery_id) {
+            Some(u) if u.consumer == consumer => {}
+            _ => return Err(CoreError::UnknownDelivery { delivery_id }),
+        }
+        let Some(unacked) = self.unacked.remove(&delivery_id) else {
+            return Err(CoreError::UnknownDelivery { delivery_id });
+        };
+        let entry = unacked.entry;
+        match outcome {
+            Outcome::Accepted => {}
+            Outcome::Rejected => self.dead_letter(entry, "rejected", actions),
+            Outcome::Released => {
+                self.give_back(entry, false, None, actions);
+                self.dispatch(actions);
+            }
+            Outcome::Modified {
+                delivery_failed,
+                undeliverable_here,
+            } => {
+                let exclude = undeliverable_here.then_some(consumer);
+                self.give_back(entry, delivery_failed, exclude, actions);
+                self.dispatch(actions);
+            }
+        }
+        Ok(())
+    }
+
+    /// Expires what is due; called by the owner's timer.
+    pub fn expire_due(&mut self, actions: &mut Vec<Action>) {
+        while let Some(Reverse((at, key))) = self.expiries.peek().copied() {
+            if at > self.now {
+                break;
+            }
+            self.expiries.pop();
+            if self
+                .ready
+                .get(&key)
+                .is_some_and(|e| e.expires_at == Some(at))
+            {
+                if let Some(entry) = self.remove_ready(&key) {
+                    self.expire(entry, actions);
+                }
+            }
+        }
+    }
+
+    /// Removes every ready message; returns how many.
+    pub fn purge(&mut self) -> usize {
+        let n = self.ready.len();
+        self.ready.clear();
+        self.ready_bytes = 0;
+        self.expiries.clear();
+        n
+    }
+
+    /// A message returns from a consumer: counted as a failed attempt if
+    /// `failed`, dead-lettered past `max-delivery-attempts`, kept away from
+    /// `exclude`, and put back at its original position.
+    fn give_back(
+        &mut self,
+        mut entry: Entry,
+        failed: bool,
+        exclude: Option<ConsumerId>,
+        actions: &mut Vec<Action>,
+    ) {
+        if failed {
+            entry.delivery_count = entry.delivery_count.saturating_add(1);
+            let max = self.settings.max_delivery_attempts;
+            if max > 0 && entry.delivery_count >= max {
+                self.dead_letter(entry, "max-delivery-attempts exceeded", actions);
+                return;
+            }
+        }
+        if let Some(c) = exclude {
+            entry.excluded.push(c);
+        }
+        self.insert(entry, actions);
+    }
+
+    /// Puts an entry into the ready set (or expires it if it is due).
+    fn insert(&mut self, entry: Entry, actions: &mut Vec<Action>) {
+        if entry.expires_at.is_some_and(|at| at <= self.now) {
+            self.expire(entry, actions);
+            return;
+        }
+        let key = entry.key();
+        if let Some(at) = entry.expires_at {
+            self.expiries.push(Reverse((at, key)));
+        }
+        self.ready_bytes += entry.message.size();
+        self.ready.insert(key, entry);
+    }
+
+    /// Takes an entry out of the ready set.
+    fn remove_ready(&mut self, key: &Key) -> Option<Entry> {
+        let entry = self.ready.remove(key)?;
+        self.ready_bytes -= entry.message.size();
+        Some(entry)
+    }
+
+    /// Moves a message to the dead-letter address with the reason.
+    fn dead_letter(&mut self, entry: Entry, reason: &str, actions: &mut Vec<Action>) {
+        use super::message::AnnotationValue::String as S;
+        let address = self.settings.dead_letter_address.clone();
+        if address == self.name {
+            tracing::warn!(queue = %self.name, reason, "message dropped: it would be dead-lettered to its own queue");
+            return;
+        }
+        self.counters.dead_lettered += 1;
+        let mut message = entry
+            .message
+            .with_annotation("x-opt-dead-letter-reason", S(reason.to_string()))
+            .with_annotation("x-opt-original-address", S(self.origin.clone()));
+        message.header.delivery_count = entry.delivery_count;
+        actions.push(Action::Forward { address, message });
+    }
+
+    /// Drops an expired message, or moves it to the expiry address.
+    fn expire(&mut self, entry: Entry, actions: &mut Vec<Action>) {
+        use super::message::AnnotationValue::String as S;
+        self.counters.expired += 1;
+        let Some(address) = self.settings.expiry_address.clone() else {
+            return;
+        };
+        if address == self.name {
+            return;
+        }
+        let mut message = entry
+            .message
+            .with_annotation("x-opt-original-address", S(self.origin.clone()));
+        // It expired here; it does not expire again where it goes.
+        message.header.ttl = None;
+        message.routing.absolute_expiry = None;
+        message.header.delivery_count = entry.delivery_count;
+        actions.push(Action::Forward { address, message });
+    }
+
+    /// The flow state of one consumer, as the protocol layer reports it.
+    fn flow_state(&self, id: ConsumerId) -> Option<FlowState> {
+        let available = u32::try_from(self.ready.len()).unwrap_or(u32::MAX);
+        self.consumers
+            .iter()
+            .find(|c| c.id == id)
+            .map(|c| FlowState {
+                consumer: c.id,
+                delivery_count: c.delivery_count,
+                credit: c.credit,
+                available,
+                drain: c.drain,
+            })
+    }
+}
+
+#[cfg(test)]
+mod tests;

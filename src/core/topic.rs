@@ -1,0 +1,65 @@
+//! A topic: every subscription (a queue) gets a copy of each message.
+
+use std::sync::Arc;
+
+use parking_lot::RwLock;
+
+use super::error::CoreError;
+use super::message::Message;
+use super::queue_handle::Queue;
+
+/// A topic and its subscriptions.
+#[derive(Debug)]
+pub struct Topic {
+    /// Its name.
+    name: String,
+    /// Subscription queues; the lock is held to copy the list or change it.
+    subscriptions: RwLock<Vec<Arc<Queue>>>,
+}
+
+impl Topic {
+    /// A topic with no subscriptions.
+    pub fn new(name: String) -> Self {
+        Self {
+            name,
+            subscriptions: RwLock::new(Vec::new()),
+        }
+    }
+
+    /// Its name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Copies the message to every subscription. A message with no
+    /// subscriber is dropped, as a topic does. If a subscription refuses it
+    /// (full, `overflow = reject`), the publish is refused, as RabbitMQ does;
+    /// the other subscriptions keep their copy.
+    pub fn publish(&self, message: Arc<Message>) -> Result<(), CoreError> {
+        let subscriptions = self.subscriptions.read().clone();
+        let mut result = Ok(());
+        for queue in subscriptions {
+            if let Err(e) = queue.publish(Arc::clone(&message)) {
+                result = Err(e);
+            }
+        }
+        result
+    }
+
+    /// Adds a subscription.
+    pub(crate) fn add_subscription(&self, queue: Arc<Queue>) {
+        self.subscriptions.write().push(queue);
+    }
+
+    /// Removes a subscription.
+    pub(crate) fn remove_subscription(&self, queue: &Arc<Queue>) {
+        self.subscriptions
+            .write()
+            .retain(|q| !Arc::ptr_eq(q, queue));
+    }
+
+    /// Number of subscriptions.
+    pub fn subscription_count(&self) -> usize {
+        self.subscriptions.read().len()
+    }
+}
