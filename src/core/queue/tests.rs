@@ -242,3 +242,320 @@ fn presettled_consumer_takes_messages_for_good() {
     q.remove_consumer(A, &mut actions);
     assert_eq!(q.depth() + q.unacked(), 0);
 }
+
+fn with_settings(f: impl FnOnce(&mut QueueSettings)) -> QueueState {
+    let mut settings = QueueSettings::default();
+    f(&mut settings);
+    QueueState::new("q", settings)
+}
+
+fn msg_with(n: u32, f: impl FnOnce(&mut Message)) -> Arc<Message> {
+    let mut m = Message::from_bare(Bytes::from(n.to_be_bytes().to_vec()));
+    f(&mut m);
+    Arc::new(m)
+}
+
+fn forwards(actions: &mut Vec<Action>) -> Vec<(String, Message)> {
+    actions
+        .drain(..)
+        .filter_map(|a| match a {
+            Action::Forward { address, message } => Some((address, message)),
+            _ => None,
+        })
+        .collect()
+}
+
+fn annotation(m: &Message, key: &str) -> Option<String> {
+    m.broker_annotations
+        .iter()
+        .find(|(k, _)| k == key)
+        .map(|(_, v)| match v {
+            crate::core::message::AnnotationValue::String(s) => s.clone(),
+            crate::core::message::AnnotationValue::Bool(b) => b.to_string(),
+        })
+}
+
+#[test]
+fn higher_priority_first_fifo_within_a_priority() {
+    let mut q = QueueState::new("q", QueueSettings::default());
+    let mut actions = Vec::new();
+    for (n, p) in [(0, 4), (1, 9), (2, 4), (3, 9), (4, 0), (5, 12)] {
+        q.enqueue(msg_with(n, |m| m.header.priority = p), &mut actions)
+            .unwrap();
+    }
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 10, false, false, &mut actions).unwrap();
+    let got: Vec<u32> = delivered(&mut actions).iter().map(|d| d.2).collect();
+    // Priorities above 9 count as 9.
+    assert_eq!(got, vec![1, 3, 5, 0, 2, 4]);
+}
+
+#[test]
+fn released_high_priority_message_goes_back_before_lower_ones() {
+    let mut q = QueueState::new("q", QueueSettings::default());
+    let mut actions = Vec::new();
+    q.enqueue(msg_with(0, |m| m.header.priority = 9), &mut actions)
+        .unwrap();
+    q.enqueue(msg_with(1, |m| m.header.priority = 1), &mut actions)
+        .unwrap();
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 1, false, false, &mut actions).unwrap();
+    let d = delivered(&mut actions)[0].1;
+    q.settle(A, d, Outcome::Released, &mut actions).unwrap();
+    q.flow(A, 1, 2, false, false, &mut actions).unwrap();
+    let got: Vec<u32> = delivered(&mut actions).iter().map(|d| d.2).collect();
+    assert_eq!(got, vec![0, 1]);
+}
+
+#[test]
+fn consumers_of_higher_priority_with_credit_go_first() {
+    let mut q = QueueState::new("q", QueueSettings::default());
+    let mut actions = Vec::new();
+    q.add_consumer(
+        A,
+        ConsumerOptions {
+            priority: 0,
+            ..Default::default()
+        },
+    );
+    q.add_consumer(
+        B,
+        ConsumerOptions {
+            priority: 5,
+            ..Default::default()
+        },
+    );
+    q.flow(A, 0, 10, false, false, &mut actions).unwrap();
+    q.flow(B, 0, 2, false, false, &mut actions).unwrap();
+    for n in 0..4 {
+        q.enqueue(msg(n), &mut actions).unwrap();
+    }
+    let who: Vec<u64> = delivered(&mut actions).iter().map(|d| d.0).collect();
+    // B (priority 5) until its credit runs out, then A.
+    assert_eq!(who, vec![2, 2, 1, 1]);
+}
+
+#[test]
+fn undeliverable_here_keeps_a_message_away_from_that_consumer() {
+    let mut q = QueueState::new("q", QueueSettings::default());
+    let mut actions = Vec::new();
+    q.enqueue(msg(7), &mut actions).unwrap();
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 5, false, false, &mut actions).unwrap();
+    let d = delivered(&mut actions)[0].1;
+    let outcome = Outcome::Modified {
+        delivery_failed: false,
+        undeliverable_here: true,
+    };
+    q.settle(A, d, outcome, &mut actions).unwrap();
+    // A has credit but does not get it again; the message waits at the head.
+    assert!(delivered(&mut actions).is_empty());
+    q.enqueue(msg(8), &mut actions).unwrap();
+    assert_eq!(
+        delivered(&mut actions)
+            .iter()
+            .map(|d| d.2)
+            .collect::<Vec<_>>(),
+        vec![8]
+    );
+    q.add_consumer(B, ConsumerOptions::default());
+    q.flow(B, 0, 5, false, false, &mut actions).unwrap();
+    let got = delivered(&mut actions);
+    assert_eq!((got[0].0, got[0].2), (2, 7));
+}
+
+#[test]
+fn rejected_goes_to_the_dead_letter_address_with_reason_and_origin() {
+    let mut q = with_settings(|s| s.dead_letter_address = "my-dlq".into());
+    let mut actions = Vec::new();
+    q.enqueue(msg(1), &mut actions).unwrap();
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 1, false, false, &mut actions).unwrap();
+    let d = delivered(&mut actions)[0].1;
+    q.settle(A, d, Outcome::Rejected, &mut actions).unwrap();
+    let moved = forwards(&mut actions);
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].0, "my-dlq");
+    assert_eq!(
+        annotation(&moved[0].1, "x-opt-dead-letter-reason").as_deref(),
+        Some("rejected")
+    );
+    assert_eq!(
+        annotation(&moved[0].1, "x-opt-original-address").as_deref(),
+        Some("q")
+    );
+    assert_eq!(q.depth() + q.unacked(), 0);
+}
+
+#[test]
+fn max_delivery_attempts_dead_letters_after_the_last_failure() {
+    let mut q = with_settings(|s| s.max_delivery_attempts = 3);
+    let mut actions = Vec::new();
+    q.enqueue(msg(1), &mut actions).unwrap();
+    q.add_consumer(A, ConsumerOptions::default());
+    let failed = Outcome::Modified {
+        delivery_failed: true,
+        undeliverable_here: false,
+    };
+    for attempt in 0..3u32 {
+        q.flow(A, attempt, 1, false, false, &mut actions).unwrap();
+        let got = delivered(&mut actions);
+        assert_eq!(got.len(), 1, "attempt {attempt}");
+        assert_eq!(got[0].3, attempt);
+        q.settle(A, got[0].1, failed, &mut actions).unwrap();
+    }
+    let moved = forwards(&mut actions);
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].0, "DLQ");
+    assert_eq!(moved[0].1.header.delivery_count, 3);
+    assert_eq!(q.depth(), 0);
+    assert_eq!(q.counters().dead_lettered, 1);
+}
+
+#[test]
+fn consumer_loss_counts_toward_max_delivery_attempts() {
+    let mut q = with_settings(|s| s.max_delivery_attempts = 1);
+    let mut actions = Vec::new();
+    q.enqueue(msg(1), &mut actions).unwrap();
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 1, false, false, &mut actions).unwrap();
+    assert_eq!(delivered(&mut actions).len(), 1);
+    q.remove_consumer(A, &mut actions);
+    assert_eq!(forwards(&mut actions).len(), 1);
+}
+
+#[test]
+fn zero_max_delivery_attempts_means_unlimited() {
+    let mut q = with_settings(|s| s.max_delivery_attempts = 0);
+    let mut actions = Vec::new();
+    q.enqueue(msg(1), &mut actions).unwrap();
+    q.add_consumer(A, ConsumerOptions::default());
+    let failed = Outcome::Modified {
+        delivery_failed: true,
+        undeliverable_here: false,
+    };
+    for attempt in 0..50u32 {
+        q.flow(A, attempt, 1, false, false, &mut actions).unwrap();
+        let got = delivered(&mut actions);
+        q.settle(A, got[0].1, failed, &mut actions).unwrap();
+    }
+    assert!(forwards(&mut actions).is_empty());
+    assert_eq!(q.depth(), 1);
+}
+
+#[test]
+fn ttl_expiry_drops_without_an_expiry_address() {
+    let mut q = QueueState::new("q", QueueSettings::default());
+    let mut actions = Vec::new();
+    q.set_now(1_000);
+    q.enqueue(msg_with(1, |m| m.header.ttl = Some(100)), &mut actions)
+        .unwrap();
+    q.enqueue(msg(2), &mut actions).unwrap();
+    q.set_now(1_100);
+    q.expire_due(&mut actions);
+    assert_eq!(q.depth(), 1);
+    assert_eq!(q.counters().expired, 1);
+    assert!(forwards(&mut actions).is_empty());
+}
+
+#[test]
+fn expired_messages_move_to_the_expiry_address_and_are_skipped_at_dispatch() {
+    let mut q = with_settings(|s| s.expiry_address = Some("expired".into()));
+    let mut actions = Vec::new();
+    q.set_now(1_000);
+    q.enqueue(
+        msg_with(1, |m| m.routing.absolute_expiry = Some(1_050)),
+        &mut actions,
+    )
+    .unwrap();
+    q.enqueue(msg(2), &mut actions).unwrap();
+    q.set_now(2_000);
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 5, false, false, &mut actions).unwrap();
+    let got: Vec<u32> = actions
+        .iter()
+        .filter_map(|a| match a {
+            Action::Deliver(d) => Some(body(&d.message)),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(got, vec![2]);
+    let moved = forwards(&mut actions);
+    assert_eq!(moved.len(), 1);
+    assert_eq!(moved[0].0, "expired");
+    assert_eq!(
+        moved[0].1.routing.absolute_expiry, None,
+        "it does not expire again"
+    );
+    assert_eq!(
+        annotation(&moved[0].1, "x-opt-original-address").as_deref(),
+        Some("q")
+    );
+}
+
+#[test]
+fn max_length_with_reject_refuses_new_messages() {
+    let mut q = with_settings(|s| s.max_length = Some(2));
+    let mut actions = Vec::new();
+    q.enqueue(msg(1), &mut actions).unwrap();
+    q.enqueue(msg(2), &mut actions).unwrap();
+    assert_eq!(
+        q.enqueue(msg(3), &mut actions),
+        Err(CoreError::QueueFull { queue: "q".into() })
+    );
+    assert_eq!(q.depth(), 2);
+}
+
+#[test]
+fn max_length_with_drop_oldest_keeps_the_newest() {
+    let mut q = with_settings(|s| {
+        s.max_length = Some(2);
+        s.overflow = crate::core::settings::OverflowPolicy::DropOldest;
+    });
+    let mut actions = Vec::new();
+    for n in 0..5 {
+        q.enqueue(msg(n), &mut actions).unwrap();
+    }
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 5, false, false, &mut actions).unwrap();
+    let got: Vec<u32> = delivered(&mut actions).iter().map(|d| d.2).collect();
+    assert_eq!(got, vec![3, 4]);
+    assert_eq!(q.counters().dropped, 3);
+}
+
+#[test]
+fn max_bytes_counts_message_sizes() {
+    let mut q = with_settings(|s| s.max_bytes = Some(10));
+    let mut actions = Vec::new();
+    q.enqueue(msg(1), &mut actions).unwrap();
+    q.enqueue(msg(2), &mut actions).unwrap();
+    assert!(q.enqueue(msg(3), &mut actions).is_err(), "12 bytes > 10");
+}
+
+#[test]
+fn browsers_see_messages_without_taking_them() {
+    let mut q = QueueState::new("q", QueueSettings::default());
+    let mut actions = Vec::new();
+    for n in 0..3 {
+        q.enqueue(msg(n), &mut actions).unwrap();
+    }
+    q.add_consumer(
+        B,
+        ConsumerOptions {
+            browse: true,
+            presettled: true,
+            ..Default::default()
+        },
+    );
+    q.flow(B, 0, 2, false, false, &mut actions).unwrap();
+    let got: Vec<u32> = delivered(&mut actions).iter().map(|d| d.2).collect();
+    assert_eq!(got, vec![0, 1]);
+    q.flow(B, 2, 5, false, false, &mut actions).unwrap();
+    let got: Vec<u32> = delivered(&mut actions).iter().map(|d| d.2).collect();
+    assert_eq!(got, vec![2]);
+    assert_eq!(q.depth(), 3, "browsing takes nothing");
+    // A real consumer still gets all of them.
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 5, false, false, &mut actions).unwrap();
+    assert_eq!(delivered(&mut actions).len(), 3);
+}
