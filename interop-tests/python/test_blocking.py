@@ -3,11 +3,12 @@
 import os
 
 import pytest
-from proton import Link, Message
+from proton import Delivery, Link, Message
 from proton.reactor import AtLeastOnce, AtMostOnce
-from proton.utils import LinkDetached
+from proton.utils import LinkDetached, SendException
 
 from helpers import TIMEOUT, Subprocess, blocking, flush, settle_modified
+from ordo_broker import DEFAULT_CONFIG
 
 N = 1000
 
@@ -222,3 +223,28 @@ def test_accepted_option_prefetch_size_is_ignored(broker, queue):
         assert rcv.receive(timeout=TIMEOUT).body == "x"
         rcv.accept()
 
+
+
+def test_message_over_max_message_size_is_refused(make_broker, queue):
+    """Over [limits] max-message-size the transfer is refused (AMQP: link
+    error amqp:link:message-size-exceeded; SPEC §3 also allows `rejected`);
+    nothing reaches the queue and the connection stays usable."""
+    limit = 1 << 20
+    broker = make_broker(DEFAULT_CONFIG + f"\n[limits]\nmax-message-size = {limit}\n")
+    with blocking(broker.url) as conn:
+        snd = conn.create_sender(queue)
+        assert snd.link.remote_max_message_size == limit
+        snd.send(Message(body=b"u" * (limit - 1024), inferred=True))  # under: fine
+        try:
+            snd.send(Message(body=b"o" * (2 * limit), inferred=True))
+        except LinkDetached as e:
+            assert e.condition == "amqp:link:message-size-exceeded", str(e)
+        except SendException as e:
+            assert e.state == Delivery.REJECTED, e.state
+        else:
+            raise AssertionError("a message over max-message-size was accepted")
+        rcv = conn.create_receiver(queue, credit=2)
+        m = rcv.receive(timeout=TIMEOUT)
+        assert m.body[:1] == b"u" and len(m.body) == limit - 1024
+        rcv.accept()
+        drain_nothing_left(conn, rcv)
