@@ -189,3 +189,47 @@ def test_consumer_crash_returns_unsettled_messages_in_order(mode, broker, queue)
     h = run(ReceiveN(broker.url, queue, total))
     assert h.got == [(f"m{i}", 1, False) for i in range(held)] + \
         [(f"m{i}", 0, True) for i in range(held, total)]
+
+
+class EndSessionHolding(Handler):
+    """Receives `held` messages unsettled on a session of its own, ends that
+    session, then receives everything on another session."""
+
+    def __init__(self, url, queue, held, total):
+        super().__init__(url, prefetch=0, auto_accept=False)
+        self.queue, self.held, self.total = queue, held, total
+        self.first, self.second = [], []
+
+    def start(self, event):
+        self.conn = self.connect()
+        self.ssn = self.conn.session()
+        self.ssn.open()
+        rcv = self.ssn.receiver(f"{self.queue}-first")
+        rcv.source.address = self.queue
+        rcv.open()
+        rcv.flow(self.held)
+
+    def on_message(self, event):
+        m = event.message
+        if event.session == self.ssn:
+            self.first.append(m.body)
+            if len(self.first) == self.held:
+                self.ssn.close()  # end: no detach, no dispositions first
+        else:
+            self.second.append((m.body, m.delivery_count))
+            self.accept(event.delivery)
+            if len(self.second) == self.total:
+                self.done()
+
+    def on_session_closed(self, event):
+        if event.session == self.ssn:
+            event.container.create_receiver(self.conn, self.queue).flow(self.total)
+
+
+def test_session_end_returns_unsettled_messages_in_order(broker, queue):
+    held, total = 3, 5
+    sent = run(SendAll(broker.url, queue, [Message(body=f"m{i}") for i in range(total)]))
+    assert sent.outcomes == [Delivery.ACCEPTED] * total
+    h = run(EndSessionHolding(broker.url, queue, held, total))
+    assert h.first == [f"m{i}" for i in range(held)]
+    assert h.second == [(f"m{i}", 1 if i < held else 0) for i in range(total)]

@@ -9,7 +9,7 @@ const rhea = require('rhea');
 
 const { withBroker } = require('../lib/broker');
 const {
-  Inbox, close, connect, drain, openLink, queueName, receiveN, sendAll, withTimeout,
+  Inbox, close, closeLink, connect, drain, openLink, queueName, receiveN, sendAll, withTimeout,
 } = require('../lib/amqp');
 
 const N = 1000;
@@ -257,3 +257,22 @@ for (const kind of ['receiver', 'sender']) {
     }
   }));
 }
+
+test('receiver detached with unsettled messages: they come back in order', () => withBroker(async (broker) => {
+  const q = queueName('detach');
+  const conn = await connect(broker);
+  try {
+    await sendAll(conn, q, numbered(4));
+    const r1 = conn.open_receiver({ source: { address: q }, credit_window: 0, autoaccept: false });
+    const inbox = new Inbox(r1);
+    r1.add_credit(2);
+    assert.equal((await inbox.next()).message.body, 'm0');
+    assert.equal((await inbox.next()).message.body, 'm1');
+    await closeLink(r1);
+    const { got } = await receiveN(conn, q, 4);
+    assert.deepEqual(got.map((g) => [g.message.body, g.message.delivery_count || 0]),
+      [['m0', 1], ['m1', 1], ['m2', 0], ['m3', 0]]);
+  } finally {
+    await close(conn);
+  }
+}));
