@@ -260,10 +260,12 @@ impl Connection {
             hostname: None,
             max_frame_size: MaxFrameSize(self.config.max_frame_size),
             channel_max: ChannelMax(self.config.channel_max),
+            // AMQP 2.4.5: announce half the threshold, so a peer that
+            // heartbeats at the announced value is never cut off.
             idle_time_out: self
                 .config
                 .idle_timeout
-                .map(|d| u32::try_from(d.as_millis()).unwrap_or(u32::MAX)),
+                .map(|d| u32::try_from(d.as_millis() / 2).unwrap_or(u32::MAX).max(1)),
             outgoing_locales: None,
             incoming_locales: None,
             offered_capabilities: Some(Array(vec![Symbol::from("ANONYMOUS-RELAY")])),

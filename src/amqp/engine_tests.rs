@@ -255,7 +255,8 @@ fn open_answers_with_product_version_and_limits() {
         Some(Value::String(env!("CARGO_PKG_VERSION").into()))
     );
     assert_eq!(open.max_frame_size.0, 1 << 20);
-    assert_eq!(open.idle_time_out, Some(60_000));
+    // Half the 60 s threshold (AMQP 2.4.5).
+    assert_eq!(open.idle_time_out, Some(30_000));
 }
 
 #[test]
@@ -478,27 +479,57 @@ fn malformed_message_is_rejected_with_decode_error() {
 }
 
 #[test]
-fn oversized_message_detaches_the_link() {
+fn oversized_message_is_rejected_and_the_link_carries_on() {
     let mut peer = Peer::with_config(EngineConfig {
         max_message_size: 100,
         ..EngineConfig::default()
     });
     peer.setup("small", 65536, 10_000);
-    peer.publish(
+    let big = serde_amqp::to_vec(&Data(Binary::from(vec![0u8; 200]))).unwrap();
+    let mut input = BytesMut::new();
+    // One single-frame and one multi-frame oversized message, then a good one.
+    write_frame(&mut input, false, 0, &transfer(0, Some(0), false), &big);
+    write_frame(
+        &mut input,
+        false,
         0,
-        &serde_amqp::to_vec(&Data(Binary::from(vec![0u8; 200]))).unwrap(),
+        &transfer(0, Some(1), true),
+        &big[..150],
     );
-    let frames = peer.recv();
-    let detach = frames
-        .iter()
-        .find_map(|f| match &f.body {
-            FrameBody::Detach(d) => d.error.clone(),
-            _ => None,
-        })
-        .expect("detached with an error");
+    write_frame(&mut input, false, 0, &transfer(0, None, false), &big[150..]);
+    write_frame(
+        &mut input,
+        false,
+        0,
+        &transfer(0, Some(2), false),
+        &message("fits"),
+    );
+    peer.conn.handle_input(&mut input, peer.now);
+    let mut states = std::collections::BTreeMap::new();
+    for f in peer.recv() {
+        match f.body {
+            FrameBody::Disposition(d) => {
+                for id in d.first..=d.last.unwrap_or(d.first) {
+                    states.insert(id, d.state.clone());
+                }
+            }
+            FrameBody::Detach(d) => panic!("the link must survive: {d:?}"),
+            _ => {}
+        }
+    }
+    for id in [0, 1] {
+        match &states[&id] {
+            Some(DeliveryState::Rejected(r)) => assert_eq!(
+                r.error.as_ref().unwrap().condition,
+                ErrorCondition::LinkError(LinkError::MessageSizeExceeded)
+            ),
+            other => panic!("delivery {id}: {other:?}"),
+        }
+    }
+    assert!(matches!(states[&2], Some(DeliveryState::Accepted(_))));
     assert_eq!(
-        detach.condition,
-        ErrorCondition::LinkError(LinkError::MessageSizeExceeded)
+        peer.broker.existing_queue("small").unwrap().stats().depth,
+        1
     );
 }
 

@@ -54,19 +54,27 @@ impl Session {
         }
         let settled = transfer.settled.unwrap_or(false);
         let too_big = || cond::message_size(format!("message exceeds max-message-size {max_size}"));
-        let (delivery_id, settled, bytes) = match p.partial.take() {
+        let (delivery_id, settled, bytes, oversized) = match p.partial.take() {
             Some(mut partial) => {
                 partial.settled |= settled;
-                partial.bytes.extend_from_slice(&payload);
-                if partial.bytes.len() as u64 > max_size {
-                    self.detach_with(local, too_big(), ctx);
-                    return;
+                if !partial.oversized {
+                    partial.bytes.extend_from_slice(&payload);
+                    if partial.bytes.len() as u64 > max_size {
+                        // Read the rest and drop it; reject at the end.
+                        partial.oversized = true;
+                        partial.bytes = BytesMut::new();
+                    }
                 }
                 if transfer.more {
                     p.partial = Some(partial);
                     return;
                 }
-                (partial.delivery_id, partial.settled, partial.bytes.freeze())
+                (
+                    partial.delivery_id,
+                    partial.settled,
+                    partial.bytes.freeze(),
+                    partial.oversized,
+                )
             }
             None => {
                 let Some(delivery_id) = transfer.delivery_id else {
@@ -85,26 +93,33 @@ impl Session {
                 }
                 p.credit -= 1;
                 p.delivery_count = p.delivery_count.wrapping_add(1);
-                if payload.len() as u64 > max_size {
-                    self.detach_with(local, too_big(), ctx);
-                    return;
-                }
+                let oversized = payload.len() as u64 > max_size;
                 if transfer.more {
-                    let mut bytes = BytesMut::with_capacity(payload.len() * 4);
-                    bytes.extend_from_slice(&payload);
+                    let bytes = if oversized {
+                        BytesMut::new()
+                    } else {
+                        let mut bytes = BytesMut::with_capacity(payload.len() * 4);
+                        bytes.extend_from_slice(&payload);
+                        bytes
+                    };
                     p.partial = Some(Partial {
                         delivery_id,
                         settled,
                         bytes,
+                        oversized,
                     });
                     return;
                 }
-                (delivery_id, settled, payload)
+                (delivery_id, settled, payload, oversized)
             }
         };
-        let result = match message::parse(bytes) {
-            Ok(m) => publish(&p.target, ctx.broker, m),
-            Err(e) => Err(cond::decode(e.to_string())),
+        let result = if oversized {
+            Err(too_big())
+        } else {
+            match message::parse(bytes) {
+                Ok(m) => publish(&p.target, ctx.broker, m),
+                Err(e) => Err(cond::decode(e.to_string())),
+            }
         };
         match result {
             Ok(()) if !settled => self.accepted.push(delivery_id),

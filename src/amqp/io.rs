@@ -42,12 +42,19 @@ where
     let mut input = BytesMut::with_capacity(64 * 1024);
     // The whole handshake, Open included, must finish by then.
     let open_deadline = Instant::now() + ctx.handshake_timeout;
-    let identity = match timeout(
+    let handshake = timeout(
         ctx.handshake_timeout,
         handshake::handshake(&mut stream, &mut input, Arc::clone(&ctx.credentials)),
-    )
-    .await
-    {
+    );
+    // A shutdown does not wait for a client that is still shaking hands.
+    let outcome = tokio::select! {
+        outcome = handshake => outcome,
+        _ = shutdown.changed() => {
+            tracing::debug!("shutdown during the handshake");
+            return;
+        }
+    };
+    let identity = match outcome {
         Ok(Ok(identity)) => identity,
         Ok(Err(HandshakeError::Io(e))) => {
             tracing::debug!(error = %e, "connection ended during handshake");

@@ -72,6 +72,9 @@ pub struct Partial {
     pub settled: bool,
     /// The bytes so far.
     pub bytes: BytesMut,
+    /// It grew past max-message-size: the rest is read and dropped, and the
+    /// delivery is rejected with `amqp:link:message-size-exceeded`.
+    pub oversized: bool,
 }
 
 /// What happens to a consumer's queue when the link goes.
