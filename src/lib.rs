@@ -9,6 +9,7 @@
 //! - `server`: the accept loop, connection limit and graceful shutdown.
 //! - `config`: the configuration file, its defaults and validation.
 //! - `auth`: user credentials in SCRAM-SHA-256 form and their verification.
+//! - `tools`: `ordo send`, `ordo receive` and `ordo bench`, on the engine's client role.
 
 #![deny(unsafe_code)]
 
@@ -18,3 +19,4 @@ pub mod config;
 pub mod core;
 pub mod server;
 pub mod store;
+pub mod tools;

@@ -56,6 +56,14 @@ enum Command {
               value_parser = clap::value_parser!(u32).range(1..))]
         iterations: u32,
     },
+    /// Send messages to an address (a data-section body each).
+    Send(ordo::tools::cli::SendArgs),
+    /// Receive messages from an address and print their bodies, one per line.
+    Receive(ordo::tools::cli::ReceiveArgs),
+    /// Benchmark tools: `bench run` (throughput, latency, CPU, loss) and
+    /// `bench fsync` (the durable reference). See docs/PERFORMANCE.md.
+    #[command(subcommand)]
+    Bench(ordo::tools::cli::BenchCommand),
 }
 
 /// Options of `ordo run`.
@@ -121,6 +129,9 @@ fn main() -> ExitCode {
         Command::CheckConfig { file } => return check_config(&file),
         Command::PrintDefaultConfig => write_stdout(Config::DEFAULT_TOML),
         Command::HashPassword { iterations } => hash_password(iterations),
+        Command::Send(args) => tool(ordo::tools::cli::send(args)),
+        Command::Receive(args) => tool(ordo::tools::cli::receive(args)),
+        Command::Bench(command) => tool(ordo::tools::cli::bench(command)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -129,6 +140,19 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// Runs a client tool on a two-thread runtime.
+fn tool(
+    future: impl Future<Output = Result<(), ordo::tools::cli::ToolError>>,
+) -> anyhow::Result<()> {
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("cannot start the async runtime")?;
+    runtime.block_on(future)?;
+    Ok(())
 }
 
 fn run(args: RunArgs) -> anyhow::Result<()> {

@@ -145,6 +145,29 @@ fn symbolic_code(encoded: &[u8]) -> Option<u64> {
         .map(|i| HEADER + i as u64)
 }
 
+/// The bytes of the first `data` section of an encoded message, if any
+/// (tools read their own payloads with it, whatever sections a broker added).
+pub fn data_body(payload: &[u8]) -> Option<&[u8]> {
+    let mut pos = 0;
+    while pos < payload.len() {
+        let (code, len) = section_at(payload, pos).ok()?;
+        if code == 0x75 {
+            let value = pos + len
+                - match payload.get(pos + 3)? {
+                    0xa0 => usize::from(*payload.get(pos + 4)?),
+                    0xb0 => {
+                        let b = payload.get(pos + 4..pos + 8)?;
+                        u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize
+                    }
+                    _ => return None,
+                };
+            return payload.get(value..pos + len);
+        }
+        pos += len;
+    }
+    None
+}
+
 /// Reads a producer's message: where its sections are, and its header.
 pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
     let buf = &payload[..];

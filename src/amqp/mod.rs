@@ -12,8 +12,11 @@
 //! - `address`: node addresses and their options.
 //! - `error`: mapping of core errors to AMQP conditions.
 //! - `io`: the task that runs a connection over a socket.
+//! - `client`: the client role, for `ordo send`, `ordo receive` and `ordo bench`.
+//! - `tool_links`: producer and consumer links of those tools (bodies in, bodies out).
 
 pub mod address;
+pub mod client;
 pub mod connection;
 pub mod error;
 pub mod frame;
@@ -24,5 +27,6 @@ pub mod link;
 pub mod message;
 pub mod outgoing;
 pub mod session;
+pub mod tool_links;
 
 pub use connection::{Connection, EngineConfig};
