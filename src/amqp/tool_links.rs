@@ -413,3 +413,73 @@ impl ToolConsumer {
         self.conn.close().await
     }
 }
+
+/// Creates `count` queues named `{prefix}{n}` by attaching a consumer link
+/// to each and detaching it again, a thousand at a time on one connection.
+pub async fn create_queues(config: &ClientConfig, prefix: &str, count: u64) -> Result<(), ClientError> {
+    use fe2o3_amqp::types::messaging::{Source, Target};
+    use fe2o3_amqp::types::performatives::Detach;
+    let mut conn = ClientConn::connect(config).await?;
+    let mut next = 0u64;
+    while next < count {
+        let batch = (count - next).min(1000) as u32;
+        for handle in 0..batch {
+            let address = format!("{prefix}{}", next + u64::from(handle));
+            let attach = Attach {
+                name: address.clone(),
+                handle: handle.into(),
+                role: Role::Receiver,
+                snd_settle_mode: SenderSettleMode::Unsettled,
+                rcv_settle_mode: ReceiverSettleMode::First,
+                source: Some(Box::new(Source::builder().address(address).build())),
+                target: Some(Box::new(Target::builder().build().into())),
+                unsettled: None,
+                incomplete_unsettled: false,
+                initial_delivery_count: None,
+                max_message_size: None,
+                offered_capabilities: None,
+                desired_capabilities: None,
+                properties: None,
+            };
+            conn.out.frame(0, &attach);
+        }
+        conn.flush().await?;
+        let mut attached = 0;
+        while attached < batch {
+            match conn.next_frame().await?.body {
+                FrameBody::Attach(a) if a.source.is_some() => attached += 1,
+                FrameBody::Attach(_) | FrameBody::Detach(_) => {
+                    return Err(ClientError::Refused("queue creation refused".into()));
+                }
+                _ => {}
+            }
+        }
+        for handle in 0..batch {
+            let detach = Detach {
+                handle: handle.into(),
+                closed: true,
+                error: None,
+            };
+            conn.out.frame(0, &detach);
+        }
+        conn.flush().await?;
+        let mut detached = 0;
+        while detached < batch {
+            if let FrameBody::Detach(_) = conn.next_frame().await?.body {
+                detached += 1;
+            }
+        }
+        next += u64::from(batch);
+    }
+    conn.close().await
+}
+
+/// Opens `count` idle connections and keeps them until the returned value
+/// is dropped.
+pub async fn open_connections(config: &ClientConfig, count: u64) -> Result<Vec<ClientConn>, ClientError> {
+    let mut conns = Vec::with_capacity(count as usize);
+    for _ in 0..count {
+        conns.push(ClientConn::connect(config).await?);
+    }
+    Ok(conns)
+}

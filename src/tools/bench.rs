@@ -180,6 +180,10 @@ pub async fn run(options: BenchOptions) -> Result<BenchResult, ClientError> {
     }
     let mut sent = 0;
     let mut accepted = 0;
+    if options.producers == 0 {
+        // Consume only: a backlog filled earlier is the expected count.
+        sent = options.count;
+    }
     for t in producer_tasks {
         let (s, a) = t
             .await
@@ -194,7 +198,9 @@ pub async fn run(options: BenchOptions) -> Result<BenchResult, ClientError> {
             .map_err(|e| ClientError::Protocol(e.to_string()))??;
     }
     let received = shared.received.load(Ordering::SeqCst);
-    let last = shared.last_receive.lock().unwrap_or_else(Instant::now);
+    let produce_only = options.consumers == 0 && !options.peer;
+    let last = if produce_only { Instant::now() } else { shared.last_receive.lock().unwrap_or_else(Instant::now) };
+    let counted = if produce_only { sent } else { received };
     let seconds = last.duration_since(started).as_secs_f64().max(1e-9);
     let client_cpu = stats::cpu_seconds(std::process::id())
         .zip(client_cpu_before)
@@ -204,7 +210,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchResult, ClientError> {
         .and_then(stats::cpu_seconds)
         .zip(broker_cpu_before)
         .map(|(a, b)| a - b);
-    let per_msg = |cpu: f64| cpu * 1e6 / received.max(1) as f64;
+    let per_msg = |cpu: f64| cpu * 1e6 / counted.max(1) as f64;
     let mut seen = std::mem::take(&mut *shared.seen.lock());
     seen.sort_unstable();
     let before = seen.len() as u64;
@@ -213,7 +219,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchResult, ClientError> {
     let histogram = shared.histogram.lock();
     Ok(BenchResult {
         label: options.label.clone(),
-        msgs_per_s: received as f64 / seconds,
+        msgs_per_s: counted as f64 / seconds,
         p50_us: histogram.value_at_quantile(0.5),
         p99_us: histogram.value_at_quantile(0.99),
         p999_us: histogram.value_at_quantile(0.999),
@@ -223,7 +229,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchResult, ClientError> {
         sent,
         accepted,
         received,
-        lost: sent.saturating_sub(unique),
+        lost: if produce_only { 0 } else { sent.saturating_sub(unique) },
         duplicates: before - unique,
         reordered: shared.reordered.load(Ordering::SeqCst),
         seconds,

@@ -54,6 +54,29 @@ pub enum BenchCommand {
     /// The durable reference: append records to a file with an fdatasync
     /// every --batch; prints one JSON line.
     Fsync(FsyncArgs),
+    /// Opens --count idle connections and reports the broker's memory per
+    /// connection (raise `ulimit -n` first for thousands).
+    Connections(ScaleArgs),
+    /// Creates --count queues and reports the time and the broker's memory
+    /// per queue.
+    Queues(ScaleArgs),
+}
+
+/// Options of `ordo bench connections` and `ordo bench queues`.
+#[derive(Debug, Args)]
+pub struct ScaleArgs {
+    /// Broker URL.
+    #[arg(long, default_value = "amqp://127.0.0.1:5672")]
+    pub url: String,
+    /// How many.
+    #[arg(long, default_value_t = 10_000)]
+    pub count: u64,
+    /// The broker's process id (for its memory).
+    #[arg(long)]
+    pub broker_pid: Option<u32>,
+    /// A label for the output line.
+    #[arg(long, default_value = "")]
+    pub label: String,
 }
 
 /// Options of `ordo bench run`.
@@ -93,10 +116,11 @@ pub struct BenchArgs {
     /// Number of distinct group-ids (properties.group-id), 0 for none.
     #[arg(long, default_value_t = 0)]
     pub groups: u32,
-    /// Producer connections.
+    /// Producer connections (0: only consume --count messages, e.g. to drain
+    /// a backlog filled by an earlier run).
     #[arg(long, default_value_t = 1)]
     pub producers: u32,
-    /// Consumer connections.
+    /// Consumer connections (0: only produce, e.g. to fill a backlog).
     #[arg(long, default_value_t = 1)]
     pub consumers: u32,
     /// Total messages per second (0: as fast as possible).
@@ -188,8 +212,8 @@ pub async fn bench(command: BenchCommand) -> Result<(), ToolError> {
                 window: a.window.max(1),
                 credit: a.credit.max(1),
                 groups: a.groups,
-                producers: a.producers.max(1),
-                consumers: a.consumers.max(1),
+                producers: if a.producers == 0 && a.consumers == 0 { 1 } else { a.producers },
+                consumers: a.consumers,
                 rate: a.rate,
                 broker_pid: a.broker_pid,
                 label: a.label,
@@ -202,6 +226,34 @@ pub async fn bench(command: BenchCommand) -> Result<(), ToolError> {
                     duplicates: result.duplicates,
                 });
             }
+            Ok(())
+        }
+        BenchCommand::Connections(a) => {
+            let config = crate::amqp::client::ClientConfig::from_url(&a.url)?;
+            let before = a.broker_pid.and_then(super::stats::rss_kib);
+            let started = std::time::Instant::now();
+            let conns = crate::amqp::tool_links::open_connections(&config, a.count).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let after = a.broker_pid.and_then(super::stats::rss_kib);
+            let per = before.zip(after).map(|(b, f)| (f.saturating_sub(b) * 1024) as f64 / a.count.max(1) as f64);
+            let line = serde_json::json!({"label": a.label, "connections": a.count, "seconds": seconds,
+                "broker_rss_before_kib": before, "broker_rss_after_kib": after, "bytes_per_connection": per});
+            println!("{line}");
+            drop(conns);
+            Ok(())
+        }
+        BenchCommand::Queues(a) => {
+            let config = crate::amqp::client::ClientConfig::from_url(&a.url)?;
+            let before = a.broker_pid.and_then(super::stats::rss_kib);
+            let started = std::time::Instant::now();
+            let prefix = format!("bench-queue-{}-", uuid::Uuid::new_v4().simple());
+            crate::amqp::tool_links::create_queues(&config, &prefix, a.count).await?;
+            let seconds = started.elapsed().as_secs_f64();
+            let after = a.broker_pid.and_then(super::stats::rss_kib);
+            let per = before.zip(after).map(|(b, f)| (f.saturating_sub(b) * 1024) as f64 / a.count.max(1) as f64);
+            let line = serde_json::json!({"label": a.label, "queues": a.count, "seconds": seconds,
+                "broker_rss_before_kib": before, "broker_rss_after_kib": after, "bytes_per_queue": per});
+            println!("{line}");
             Ok(())
         }
         BenchCommand::Fsync(a) => {
