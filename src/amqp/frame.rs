@@ -172,15 +172,16 @@ pub fn write_heartbeat(out: &mut BytesMut) {
 /// together (header, message annotations, bare message).
 #[derive(Debug, Clone, Default)]
 pub struct Payload {
-    /// The pieces, in order.
-    parts: Vec<Bytes>,
+    /// The pieces, in order (at most three: no allocation for the list).
+    parts: [Bytes; 3],
     /// Total length.
     len: usize,
 }
 
 impl Payload {
-    /// A payload of these pieces.
-    pub fn new(parts: Vec<Bytes>) -> Self {
+    /// A payload of these pieces (header, annotations, bare message; any
+    /// may be empty).
+    pub fn new(parts: [Bytes; 3]) -> Self {
         let len = parts.iter().map(Bytes::len).sum();
         Self { parts, len }
     }
@@ -287,7 +288,7 @@ mod tests {
 
     #[test]
     fn payload_ranges_cross_parts() {
-        let p = Payload::new(vec![
+        let p = Payload::new([
             Bytes::from_static(b"ab"),
             Bytes::from_static(b""),
             Bytes::from_static(b"cdef"),

@@ -289,7 +289,7 @@ fn parse_header(section: &[u8]) -> Result<HeaderFields, MessageError> {
 pub fn delivery_payload(delivery: &Delivery) -> Payload {
     let m = &delivery.message;
     let needs_header = m.header.present || delivery.delivery_count > 0 || !delivery.first_acquirer;
-    let mut parts = Vec::with_capacity(3);
+    let mut header_bytes = Bytes::new();
     if needs_header {
         let header = Header {
             durable: m.header.durable,
@@ -301,16 +301,15 @@ pub fn delivery_payload(delivery: &Delivery) -> Payload {
         let mut out = BytesMut::with_capacity(24);
         let mut serializer = serde_amqp::ser::Serializer::from((&mut out).writer());
         if serde::Serialize::serialize(&header, &mut serializer).is_ok() {
-            parts.push(out.freeze());
+            header_bytes = out.freeze();
         }
     }
-    if !m.broker_annotations.is_empty() {
-        parts.push(merged_annotations(m));
-    } else if !m.annotations.is_empty() {
-        parts.push(m.annotations.clone());
-    }
-    parts.push(m.bare.clone());
-    Payload::new(parts)
+    let annotations = if !m.broker_annotations.is_empty() {
+        merged_annotations(m)
+    } else {
+        m.annotations.clone()
+    };
+    Payload::new([header_bytes, annotations, m.bare.clone()])
 }
 
 /// The producer's message annotations with the broker's added (the broker's

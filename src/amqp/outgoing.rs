@@ -2,9 +2,6 @@
 //! peer's max-frame-size, counting each frame in the session's outgoing
 //! window, and applying the consumer's dispositions.
 
-use std::collections::HashMap;
-
-use bytes::Bytes;
 use fe2o3_amqp::types::definitions::Role;
 use fe2o3_amqp::types::messaging::{DeliveryState, Modified};
 use fe2o3_amqp::types::performatives::{Disposition, Transfer};
@@ -48,8 +45,8 @@ pub struct OutTransfer {
     handle: u32,
     /// Session delivery id.
     delivery_id: u32,
-    /// Delivery tag (the queue's delivery id).
-    tag: Bytes,
+    /// Delivery tag (the queue's delivery id, sent as 8 bytes).
+    tag: u64,
     /// Pre-settled.
     settled: bool,
     /// The message bytes.
@@ -68,7 +65,7 @@ impl Pending {
         Pending::Transfer(OutTransfer {
             handle,
             delivery_id,
-            tag: Bytes::copy_from_slice(&d.delivery_id.to_be_bytes()),
+            tag: d.delivery_id,
             settled: d.settled,
             payload: message::delivery_payload(d),
             offset: 0,
@@ -142,19 +139,19 @@ impl Session {
         let first = d.first;
         let last = d.last.unwrap_or(first);
         let ids = self.ids_in_range(first, last);
-        let mut by_consumer: HashMap<ConsumerId, (u32, Vec<u64>)> = HashMap::new();
-        let mut settled_ids = Vec::new();
+        // Usually one consumer per disposition: a short list beats a map.
+        let mut by_consumer: Vec<(ConsumerId, u32, Vec<u64>)> = Vec::new();
+        let mut settled_ids = Vec::with_capacity(ids.len());
         for id in ids {
             if let Some(od) = self.unsettled.remove(&id) {
-                by_consumer
-                    .entry(od.consumer)
-                    .or_insert((od.handle, Vec::new()))
-                    .1
-                    .push(od.core_id);
+                match by_consumer.iter_mut().find(|(c, _, _)| *c == od.consumer) {
+                    Some(entry) => entry.2.push(od.core_id),
+                    None => by_consumer.push((od.consumer, od.handle, vec![od.core_id])),
+                }
                 settled_ids.push(id);
             }
         }
-        for (consumer, (handle, core_ids)) in by_consumer {
+        for (consumer, handle, core_ids) in by_consumer {
             if let Some(Some(link)) = self.links.get(handle as usize) {
                 if let super::link::LinkKind::Consumer(c) = &link.kind {
                     if let Err(e) = c.queue.settle(consumer, &core_ids, outcome) {
@@ -235,7 +232,7 @@ fn write_transfer_frame(out: &mut Output, channel: u16, t: &mut OutTransfer) -> 
     let mut transfer = Transfer {
         handle: t.handle.into(),
         delivery_id: Some(t.delivery_id),
-        delivery_tag: first.then(|| Binary::from(t.tag.to_vec())),
+        delivery_tag: first.then(|| Binary::from(t.tag.to_be_bytes().to_vec())),
         message_format: first.then_some(0),
         settled: first.then_some(t.settled),
         more: false,

@@ -416,7 +416,11 @@ impl ToolConsumer {
 
 /// Creates `count` queues named `{prefix}{n}` by attaching a consumer link
 /// to each and detaching it again, a thousand at a time on one connection.
-pub async fn create_queues(config: &ClientConfig, prefix: &str, count: u64) -> Result<(), ClientError> {
+pub async fn create_queues(
+    config: &ClientConfig,
+    prefix: &str,
+    count: u64,
+) -> Result<(), ClientError> {
     use fe2o3_amqp::types::messaging::{Source, Target};
     use fe2o3_amqp::types::performatives::Detach;
     let mut conn = ClientConn::connect(config).await?;
@@ -476,7 +480,10 @@ pub async fn create_queues(config: &ClientConfig, prefix: &str, count: u64) -> R
 
 /// Opens `count` idle connections and keeps them until the returned value
 /// is dropped.
-pub async fn open_connections(config: &ClientConfig, count: u64) -> Result<Vec<ClientConn>, ClientError> {
+pub async fn open_connections(
+    config: &ClientConfig,
+    count: u64,
+) -> Result<Vec<ClientConn>, ClientError> {
     let mut conns = Vec::with_capacity(count as usize);
     for _ in 0..count {
         conns.push(ClientConn::connect(config).await?);

@@ -199,7 +199,11 @@ pub async fn run(options: BenchOptions) -> Result<BenchResult, ClientError> {
     }
     let received = shared.received.load(Ordering::SeqCst);
     let produce_only = options.consumers == 0 && !options.peer;
-    let last = if produce_only { Instant::now() } else { shared.last_receive.lock().unwrap_or_else(Instant::now) };
+    let last = if produce_only {
+        Instant::now()
+    } else {
+        shared.last_receive.lock().unwrap_or_else(Instant::now)
+    };
     let counted = if produce_only { sent } else { received };
     let seconds = last.duration_since(started).as_secs_f64().max(1e-9);
     let client_cpu = stats::cpu_seconds(std::process::id())
@@ -229,7 +233,11 @@ pub async fn run(options: BenchOptions) -> Result<BenchResult, ClientError> {
         sent,
         accepted,
         received,
-        lost: if produce_only { 0 } else { sent.saturating_sub(unique) },
+        lost: if produce_only {
+            0
+        } else {
+            sent.saturating_sub(unique)
+        },
         duplicates: before - unique,
         reordered: shared.reordered.load(Ordering::SeqCst),
         seconds,

@@ -212,7 +212,11 @@ pub async fn bench(command: BenchCommand) -> Result<(), ToolError> {
                 window: a.window.max(1),
                 credit: a.credit.max(1),
                 groups: a.groups,
-                producers: if a.producers == 0 && a.consumers == 0 { 1 } else { a.producers },
+                producers: if a.producers == 0 && a.consumers == 0 {
+                    1
+                } else {
+                    a.producers
+                },
                 consumers: a.consumers,
                 rate: a.rate,
                 broker_pid: a.broker_pid,
@@ -235,7 +239,9 @@ pub async fn bench(command: BenchCommand) -> Result<(), ToolError> {
             let conns = crate::amqp::tool_links::open_connections(&config, a.count).await?;
             let seconds = started.elapsed().as_secs_f64();
             let after = a.broker_pid.and_then(super::stats::rss_kib);
-            let per = before.zip(after).map(|(b, f)| (f.saturating_sub(b) * 1024) as f64 / a.count.max(1) as f64);
+            let per = before
+                .zip(after)
+                .map(|(b, f)| (f.saturating_sub(b) * 1024) as f64 / a.count.max(1) as f64);
             let line = serde_json::json!({"label": a.label, "connections": a.count, "seconds": seconds,
                 "broker_rss_before_kib": before, "broker_rss_after_kib": after, "bytes_per_connection": per});
             println!("{line}");
@@ -250,7 +256,9 @@ pub async fn bench(command: BenchCommand) -> Result<(), ToolError> {
             crate::amqp::tool_links::create_queues(&config, &prefix, a.count).await?;
             let seconds = started.elapsed().as_secs_f64();
             let after = a.broker_pid.and_then(super::stats::rss_kib);
-            let per = before.zip(after).map(|(b, f)| (f.saturating_sub(b) * 1024) as f64 / a.count.max(1) as f64);
+            let per = before
+                .zip(after)
+                .map(|(b, f)| (f.saturating_sub(b) * 1024) as f64 / a.count.max(1) as f64);
             let line = serde_json::json!({"label": a.label, "queues": a.count, "seconds": seconds,
                 "broker_rss_before_kib": before, "broker_rss_after_kib": after, "bytes_per_queue": per});
             println!("{line}");
