@@ -7,9 +7,9 @@ import sys
 import threading
 from pathlib import Path
 
-from proton import Data, Described, Delivery, ulong
+from proton import UNDESCRIBED, Array, Data, Described, Delivery, Link, symbol, ulong
 from proton.handlers import MessagingHandler
-from proton.reactor import Container
+from proton.reactor import Container, LinkOption
 from proton.utils import BlockingConnection
 
 # Bound on every blocking wait (seconds); a hang fails a test instead of
@@ -345,3 +345,105 @@ class SendAll(Handler):
         self.outcomes.append(event.delivery.remote_state)
         if len(self.outcomes) == len(self.messages):
             self.done()
+
+
+# ---------------------------------------------------------------------------
+# Link options Proton's reactor does not have.
+
+
+class LinkProperties(LinkOption):
+    """The attach's link properties, e.g. LinkProperties({"priority": int32(10)})
+    (keys become symbols)."""
+
+    def __init__(self, props):
+        self.props = {symbol(k): v for k, v in props.items()}
+
+    def apply(self, link):
+        link.properties = self.props
+
+
+class Capabilities(LinkOption):
+    """Capabilities of the source (receiver) or target (sender), e.g.
+    Capabilities("topic") as Qpid JMS sends."""
+
+    def __init__(self, *caps):
+        self.caps = [symbol(c) for c in caps]
+
+    def apply(self, link):
+        terminus = link.source if link.is_receiver else link.target
+        terminus.capabilities.put_object(Array(UNDESCRIBED, Data.SYMBOL, *self.caps))
+
+
+class RcvSettleSecond(LinkOption):
+    """rcv-settle-mode `second`: the receiver settles after the sender did."""
+
+    def apply(self, link):
+        link.rcv_settle_mode = Link.RCV_SECOND
+
+
+# ---------------------------------------------------------------------------
+# BlockingConnection helpers with exact credit: receivers made with credit=0,
+# credit given with rcv.link.flow(n), messages taken from the fetcher (a
+# BlockingReceiver.receive() would grant one more credit when it has none).
+
+
+def take(conn, rcv, n, timeout=TIMEOUT):
+    """Wait for `n` messages on `rcv` and return them; their deliveries (if
+    unsettled) are appended to rcv.fetcher.unsettled."""
+    conn.wait(lambda: rcv.fetcher.has_message >= n,
+              msg=f"waiting for {n} messages on {rcv.link.name}", timeout=timeout)
+    return [rcv.fetcher.pop() for _ in range(n)]
+
+
+def take_delivery(conn, rcv, timeout=TIMEOUT):
+    """(message, delivery) of the next message on `rcv`."""
+    conn.wait(lambda: rcv.fetcher.has_message, msg=f"waiting on {rcv.link.name}", timeout=timeout)
+    msg, dlv = rcv.fetcher.incoming.popleft()
+    return msg, dlv
+
+
+def drain_all(conn, rcv, credit=100, accept=True):
+    """Drain `rcv` with `credit`: every message the source has (up to
+    `credit`), once the broker said it has no more. Accepts them unless told
+    otherwise."""
+    rcv.link.drain(credit)
+    # The transport may have read the drain's flow before the fetcher got the
+    # messages that came ahead of it (it yields after each): wait for both.
+    conn.wait(lambda: not rcv.link.draining() and rcv.link.queued == 0,
+              msg="draining", timeout=TIMEOUT)
+    out = []
+    while rcv.fetcher.has_message:
+        msg, dlv = rcv.fetcher.incoming.popleft()
+        out.append(msg)
+        if dlv.settled:
+            continue  # pre-settled by the broker
+        if accept:
+            dlv.update(Delivery.ACCEPTED)
+            dlv.settle()
+        else:
+            rcv.fetcher.unsettled.append(dlv)
+    return out
+
+
+def fetch_all(url, address, options=None, credit=100):
+    """Every message `address` has (up to `credit`), accepted, on a connection
+    of its own."""
+    with blocking(url) as conn:
+        rcv = conn.create_receiver(address, credit=0, options=options)
+        return drain_all(conn, rcv, credit)
+
+
+def condition_of(delivery):
+    """(outcome, condition name, condition description) the peer gave."""
+    cond = delivery.remote.condition
+    return (delivery.remote_state, cond.name if cond else None, cond.description if cond else None)
+
+
+def send_for_outcome(snd, msg):
+    """Send `msg` on a BlockingSender, wait for the broker's settlement and
+    return condition_of() its delivery (no exception on `rejected`)."""
+    return condition_of(snd.send(msg, error_states=[]))
+
+
+def annotation(msg, key):
+    return (msg.annotations or {}).get(symbol(key))

@@ -80,11 +80,16 @@ function openLink(conn, kind, options) {
 // Sends `messages` on a new sender. Unsettled: resolves with the outcome of
 // each ('accepted', 'rejected', 'released', 'modified'). Pre-settled: resolves
 // once all were handed to the socket.
-async function sendAll(conn, address, messages, { presettled = false } = {}) {
+// Also resolves with `errors`: the condition of each refusal ({condition,
+// description}), undefined for the others. `target` adds terminus fields (e.g.
+// capabilities); `address` null (with `to` in each message) is the anonymous
+// relay.
+async function sendAll(conn, address, messages, { presettled = false, target = {} } = {}) {
   const sender = await openLink(conn, 'sender', {
-    target: { address }, snd_settle_mode: presettled ? 1 : 0,
+    target: { address, ...target }, snd_settle_mode: presettled ? 1 : 0,
   });
   const outcomes = [];
+  const errors = [];
   await withTimeout(new Promise((resolve, reject) => {
     let next = 0;
     const pump = () => {
@@ -98,6 +103,7 @@ async function sendAll(conn, address, messages, { presettled = false } = {}) {
     };
     const outcome = (name) => (ctx) => {
       outcomes[ctx.delivery.index] = name;
+      errors[ctx.delivery.index] = outcomeError(ctx.delivery);
       if (outcomes.filter((o) => o).length === messages.length) resolve();
     };
     sender.on('sendable', pump);
@@ -114,7 +120,50 @@ async function sendAll(conn, address, messages, { presettled = false } = {}) {
     // after them, so they are on the wire before anything else the test does.
     await closeLink(sender);
   }
-  return { sender, outcomes };
+  return { sender, outcomes, errors };
+}
+
+// The error of a refused delivery's outcome ({condition, description}).
+function outcomeError(delivery) {
+  const state = delivery.remote_state;
+  return state && state.error ? state.error : undefined;
+}
+
+// Sends one message on an open sender (waiting for credit first) and
+// resolves with {outcome, error} once the broker settled it.
+function sendOne(sender, message) {
+  return withTimeout(new Promise((resolve, reject) => {
+    const go = () => {
+      const d = sender.send(message);
+      const names = ['accepted', 'rejected', 'released', 'modified'];
+      const handlers = names.map((name) => {
+        const h = (ctx) => {
+          if (ctx.delivery !== d) return;
+          names.forEach((n, i) => sender.removeListener(n, handlers[i]));
+          resolve({ outcome: name, error: outcomeError(ctx.delivery) });
+        };
+        sender.on(name, h);
+        return h;
+      });
+    };
+    sender.once('sender_error', () => reject(new Error(`sender error ${JSON.stringify(sender.error)}`)));
+    if (sender.sendable()) go();
+    else sender.once('sendable', go);
+  }), 'outcome of one message');
+}
+
+// Every message `address` has (up to `credit`), accepted, through a
+// connection of its own. Receiver options (e.g. source fields) are merged.
+async function fetchAll(broker, address, { source = {}, credit = 100 } = {}) {
+  const conn = await connect(broker);
+  try {
+    const receiver = await openLink(conn, 'receiver', {
+      source: { address, ...source }, credit_window: 0,
+    });
+    return await drain(receiver, credit);
+  } finally {
+    await close(conn);
+  }
 }
 
 function closeLink(link) {
@@ -161,7 +210,7 @@ function drain(receiver, credit = 0) {
 
 module.exports = {
   rhea, TIMEOUT_MS, withTimeout, queueName, connect, close, openLink, closeLink, sendAll,
-  receiveN, drain,
+  receiveN, drain, sendOne, fetchAll, outcomeError,
 };
 
 // Messages of a receiver, one at a time: `await inbox.next()` resolves with
