@@ -145,7 +145,7 @@ fn publish(
     match target {
         ProducerTarget::Node(node) => node.publish(Arc::new(message)).map_err(from_core),
         ProducerTarget::Relay => {
-            let Some(to) = message.routing.to.clone() else {
+            let Some(to) = message.to().map(str::to_string) else {
                 return Err(cond::invalid_field(
                     "a message on an anonymous-relay link needs properties.to",
                 ));

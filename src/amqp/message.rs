@@ -175,7 +175,7 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
     let mut last_code = 0u64;
     let mut header = HeaderFields::default();
     let mut annotations = Bytes::new();
-    let mut routing = RoutingFields::default();
+    let mut routing = None;
     let mut bare_start = buf.len();
     while pos < buf.len() {
         let (code, len) = section_at(buf, pos)?;
@@ -193,7 +193,10 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
             DELIVERY_ANNOTATIONS => {}
             MESSAGE_ANNOTATIONS => annotations = payload.slice(pos..pos + len),
             PROPERTIES => {
-                routing = parse_properties(section)?;
+                let fields = parse_properties(section)?;
+                if fields != RoutingFields::default() {
+                    routing = Some(Box::new(fields));
+                }
                 bare_start = pos;
             }
             _ => {
@@ -208,7 +211,7 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
         header,
         routing,
         annotations,
-        broker_annotations: Vec::new(),
+        broker_annotations: None,
         bare: payload.slice(bare_start..),
     })
 }
@@ -304,7 +307,7 @@ pub fn delivery_payload(delivery: &Delivery) -> Payload {
             header_bytes = out.freeze();
         }
     }
-    let annotations = if !m.broker_annotations.is_empty() {
+    let annotations = if !m.broker_annotations().is_empty() {
         merged_annotations(m)
     } else {
         m.annotations.clone()
@@ -321,7 +324,7 @@ fn merged_annotations(m: &Message) -> Bytes {
     } else {
         serde_amqp::from_slice::<MessageAnnotations>(&m.annotations).unwrap_or_default()
     };
-    for (key, value) in &m.broker_annotations {
+    for (key, value) in m.broker_annotations() {
         let value = match value {
             AnnotationValue::String(s) => Value::String(s.clone()),
             AnnotationValue::Bool(b) => Value::Bool(*b),

@@ -58,13 +58,15 @@ pub enum AnnotationValue {
 pub struct Message {
     /// Routing fields from the header.
     pub header: HeaderFields,
-    /// Routing fields from the properties.
-    pub routing: RoutingFields,
+    /// Routing fields from the properties; boxed, and absent for most
+    /// messages, to keep queued messages small.
+    pub routing: Option<Box<RoutingFields>>,
     /// The producer's encoded message-annotations section, or empty. Passed
     /// through as is, merged with `broker_annotations` on delivery.
     pub annotations: Bytes,
-    /// Annotations the broker added (dead-letter reason, original address).
-    pub broker_annotations: Vec<(String, AnnotationValue)>,
+    /// Annotations the broker added (dead-letter reason, original address);
+    /// boxed and usually absent.
+    pub broker_annotations: Option<Box<Vec<(String, AnnotationValue)>>>,
     /// The bare message (properties through body) and footer, exactly as the
     /// producer encoded them; never decoded or altered.
     pub bare: Bytes,
@@ -75,9 +77,9 @@ impl Message {
     pub fn from_bare(bare: Bytes) -> Self {
         Self {
             header: HeaderFields::default(),
-            routing: RoutingFields::default(),
+            routing: None,
             annotations: Bytes::new(),
-            broker_annotations: Vec::new(),
+            broker_annotations: None,
             bare,
         }
     }
@@ -90,8 +92,26 @@ impl Message {
     /// A copy with an annotation set (replacing one of the same key).
     pub fn with_annotation(&self, key: &str, value: AnnotationValue) -> Self {
         let mut m = self.clone();
-        m.broker_annotations.retain(|(k, _)| k != key);
-        m.broker_annotations.push((key.to_string(), value));
+        let list = m.broker_annotations.get_or_insert_with(Default::default);
+        list.retain(|(k, _)| k != key);
+        list.push((key.to_string(), value));
         m
+    }
+
+    /// `properties.absolute-expiry-time`, if set.
+    pub fn absolute_expiry(&self) -> Option<u64> {
+        self.routing.as_ref().and_then(|r| r.absolute_expiry)
+    }
+
+    /// `properties.to`, if set.
+    pub fn to(&self) -> Option<&str> {
+        self.routing.as_ref().and_then(|r| r.to.as_deref())
+    }
+
+    /// The broker's annotations.
+    pub fn broker_annotations(&self) -> &[(String, AnnotationValue)] {
+        self.broker_annotations
+            .as_deref()
+            .map_or(&[], |v| v.as_slice())
     }
 }

@@ -48,7 +48,11 @@ impl QueueState {
                     due.push(*key);
                     continue;
                 }
-                if let Some(index) = pick(&self.consumers, self.cursor, &entry.excluded) {
+                if let Some(index) = pick(
+                    &self.consumers,
+                    self.cursor,
+                    entry.excluded.as_deref().map_or(&[], |v| v.as_slice()),
+                ) {
                     choice = Some((*key, index));
                     break;
                 }

@@ -82,8 +82,8 @@ struct Entry {
     acquired: bool,
     /// When it expires (ms since the epoch), from its ttl or absolute expiry.
     expires_at: Option<u64>,
-    /// Consumers that said `undeliverable-here`.
-    excluded: Vec<ConsumerId>,
+    /// Consumers that said `undeliverable-here` (boxed: almost always none).
+    excluded: Option<Box<Vec<ConsumerId>>>,
 }
 
 impl Entry {
@@ -236,7 +236,7 @@ impl QueueState {
             .header
             .ttl
             .map(|ttl| self.now.saturating_add(u64::from(ttl)));
-        let expires_at = match (ttl_expiry, message.routing.absolute_expiry) {
+        let expires_at = match (ttl_expiry, message.absolute_expiry()) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         };
@@ -251,7 +251,7 @@ impl QueueState {
             delivery_count,
             acquired: false,
             expires_at,
-            excluded: Vec::new(),
+            excluded: None,
         };
         self.insert(entry, actions);
         self.dispatch(actions);
@@ -454,7 +454,7 @@ impl QueueState {
             }
         }
         if let Some(c) = exclude {
-            entry.excluded.push(c);
+            entry.excluded.get_or_insert_with(Default::default).push(c);
         }
         self.insert(entry, actions);
     }
@@ -512,7 +512,9 @@ impl QueueState {
             .with_annotation("x-opt-original-address", S(self.origin.clone()));
         // It expired here; it does not expire again where it goes.
         message.header.ttl = None;
-        message.routing.absolute_expiry = None;
+        if let Some(r) = message.routing.as_mut() {
+            r.absolute_expiry = None;
+        }
         message.header.delivery_count = entry.delivery_count;
         actions.push(Action::Forward { address, message });
     }

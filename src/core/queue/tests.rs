@@ -266,7 +266,7 @@ fn forwards(actions: &mut Vec<Action>) -> Vec<(String, Message)> {
 }
 
 fn annotation(m: &Message, key: &str) -> Option<String> {
-    m.broker_annotations
+    m.broker_annotations()
         .iter()
         .find(|(k, _)| k == key)
         .map(|(_, v)| match v {
@@ -464,7 +464,12 @@ fn expired_messages_move_to_the_expiry_address_and_are_skipped_at_dispatch() {
     let mut actions = Vec::new();
     q.set_now(1_000);
     q.enqueue(
-        msg_with(1, |m| m.routing.absolute_expiry = Some(1_050)),
+        msg_with(1, |m| {
+            m.routing = Some(Box::new(crate::core::RoutingFields {
+                to: None,
+                absolute_expiry: Some(1_050),
+            }))
+        }),
         &mut actions,
     )
     .unwrap();
@@ -484,7 +489,8 @@ fn expired_messages_move_to_the_expiry_address_and_are_skipped_at_dispatch() {
     assert_eq!(moved.len(), 1);
     assert_eq!(moved[0].0, "expired");
     assert_eq!(
-        moved[0].1.routing.absolute_expiry, None,
+        moved[0].1.absolute_expiry(),
+        None,
         "it does not expire again"
     );
     assert_eq!(
