@@ -83,6 +83,8 @@ struct Entry {
     /// When it expires (ms since the epoch), from its ttl or absolute expiry.
     expires_at: Option<u64>,
     /// Consumers that said `undeliverable-here` (boxed: almost always none).
+    // One pointer instead of a Vec's three words in every queued entry.
+    #[allow(clippy::box_collection)]
     excluded: Option<Box<Vec<ConsumerId>>>,
 }
 
