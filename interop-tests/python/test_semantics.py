@@ -132,6 +132,41 @@ def test_unsettled_at_detach_counts_toward_max_delivery_attempts(make_broker, qu
     assert annotation(dead[0], REASON) == "max-delivery-attempts exceeded"
 
 
+@pytest.mark.parametrize("how", ["rejected", "max-delivery-attempts"])
+def test_dead_lettered_from_the_dlq_is_not_lost(how, broker, queue):
+    """The DLQ's own dead-letter address is DLQ (the default). A message a DLQ
+    consumer rejects, or fails once more past max-delivery-attempts, is
+    dead-lettered to DLQ: it must still be there (SPEC §2: "so dead-lettering
+    never loses a message")."""
+    with blocking(broker.url) as conn:
+        conn.create_sender(queue).send(Message(body="x"))
+        rcv = conn.create_receiver(queue, credit=0)
+        attempts = 1 if how == "rejected" else 10
+        for _ in range(attempts):
+            rcv.link.flow(1)
+            _, dlv = take_delivery(conn, rcv)
+            if how == "rejected":
+                dlv.update(Delivery.REJECTED)
+                dlv.settle()
+                flush(conn)
+            else:
+                fail_delivery(conn, dlv)
+        dlq = conn.create_receiver(DLQ, credit=0, name="dlq-consumer")
+        dlq.link.flow(1)
+        m, dlv = take_delivery(conn, dlq)
+        assert m.body == "x"
+        if how == "rejected":
+            dlv.update(Delivery.REJECTED)
+            dlv.settle()
+            flush(conn)
+        else:
+            fail_delivery(conn, dlv)
+        dlq.close()
+    dead = fetch_all(broker.url, DLQ)
+    assert [m.body for m in dead] == ["x"], \
+        f"{how} from the DLQ (its own dead-letter address): the message is gone"
+
+
 def test_max_delivery_attempts_option_at_auto_create(broker, queue):
     """queue.max-delivery-attempts and queue.dead-letter-address as address
     options of the attach that creates the queue."""
@@ -304,9 +339,10 @@ def test_ttl_expired_message_is_dropped(broker, queue):
 
 
 def test_absolute_expiry_time(broker, queue):
-    now = time.time()
     with blocking(broker.url) as conn:
         snd = conn.create_sender(queue)
+        browser = conn.create_receiver(queue, credit=0, name="browser", options=Copy())
+        now = time.time()
         for m in [Message(body="past", expiry_time=now - 10),
                   Message(body="soon", expiry_time=now + 0.5),
                   Message(body="later", expiry_time=now + 60),
@@ -314,17 +350,16 @@ def test_absolute_expiry_time(broker, queue):
                   Message(body="ttl-long-expiry-past", ttl=60, expiry_time=now - 10),
                   Message(body="ttl-short-expiry-later", ttl=0.5, expiry_time=now + 60)]:
             snd.send(m, error_states=[])
-    sent = time.time()  # every TTL started before this
-    # Right away, only "past" and "ttl-long-expiry-past" are expired; browse
-    # (nothing acquired) to check.
-    with blocking(broker.url) as conn:
-        rcv = conn.create_receiver(queue, credit=0, options=Copy())
-        seen = [m.body for m in drain_all(conn, rcv)]
+        sent = time.time()  # every TTL started before this
+        # Right away only "past" and "ttl-long-expiry-past" are expired: a
+        # browse (nothing acquired) checks.
+        seen = [m.body for m in drain_all(conn, browser)]
+        assert time.time() < now + 0.5, "too slow to check before the short expiries"
+    assert seen == ["soon", "later", "ttl-short-expiry-later"]
     wait = sent + 0.6 - time.time()
     if wait > 0:
         time.sleep(wait)  # just past the short ones
     assert [m.body for m in fetch_all(broker.url, queue)] == ["later"]
-    assert seen == ["soon", "later", "ttl-short-expiry-later"]
 
 
 EXPIRY_CONFIG = config("""
@@ -520,6 +555,24 @@ def test_dead_letters_are_never_refused_by_limits(make_broker, queue):
             rcv.reject()
             flush(conn)
     assert [m.body for m in fetch_all(broker.url, DLQ)] == [0, 1, 2]
+
+
+def test_drop_oldest_drops_the_oldest_not_the_highest_priority(make_broker, queue):
+    """overflow drop-oldest "discards the oldest queued message" (CONFIG.md):
+    the first to arrive, even when a later one of higher priority is at the
+    head of the queue."""
+    broker = make_broker(LIMITS_CONFIG)
+    address = f"droplen.{queue}"  # max-length 3
+    with blocking(broker.url) as conn:
+        snd = conn.create_sender(address)
+        for prio, body in [(0, "oldest"), (9, "urgent"), (4, "normal"), (4, "newest")]:
+            m = Message(body=body)
+            m.priority = prio
+            assert send_for_outcome(snd, m)[0] == Delivery.ACCEPTED
+        rcv = conn.create_receiver(address, credit=0)
+        got = [m.body for m in drain_all(conn, rcv)]
+    assert got == ["urgent", "normal", "newest"], \
+        f"drop-oldest dropped the wrong message: {got}"
 
 
 @pytest.mark.parametrize("size", [200 * 1024, 3 << 20], ids=["one-frame", "multi-frame"])

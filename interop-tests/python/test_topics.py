@@ -202,3 +202,28 @@ def test_full_subscription_rejects_the_copy_others_keep_theirs(make_broker, queu
         busy.accept()
         busy.accept()
         assert [m.body for m in drain_all(conn, idle)] == ["m0"]
+
+
+def test_same_name_on_another_topic_replaces_the_subscription(broker, queue):
+    """ADDRESSES.md: "The same name on another topic replaces it"."""
+    t1, t2 = f"topic://{queue}-1", f"topic://{queue}-2"
+    cid = f"{queue}-client"
+    with with_container_id(broker.url, cid) as conn:
+        subscribe(conn, t1, 0, name="sub", options=DurableSubscription()).link.detach()
+    publish(broker.url, t1, ["t1 while away"])
+    with with_container_id(broker.url, cid) as conn:
+        rcv = conn.create_receiver(t2, credit=0, name="sub", options=DurableSubscription())
+        assert drain_all(conn, rcv) == [], "the subscription moved to t2 kept t1's messages"
+        rcv.link.detach()
+    publish(broker.url, t1, ["t1 later"])  # no subscriber on t1 any more: dropped
+    publish(broker.url, t2, ["t2 later"])
+    with with_container_id(broker.url, cid) as conn:
+        rcv = conn.create_receiver(t2, credit=0, name="sub", options=DurableSubscription())
+        assert [m.body for m in drain_all(conn, rcv)] == ["t2 later"]
+        rcv.link.detach()
+    # Back on t1: a new, empty subscription (the old one, which would hold
+    # "t1 while away" and "t1 later", is gone).
+    with with_container_id(broker.url, cid) as conn:
+        rcv = conn.create_receiver(t1, credit=0, name="sub", options=DurableSubscription())
+        assert drain_all(conn, rcv) == [], "the replaced t1 subscription survived"
+        rcv.close()

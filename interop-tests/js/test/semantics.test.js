@@ -131,6 +131,34 @@ for (const where of ['config', 'option']) {
   }, MDA_CONFIG));
 }
 
+for (const how of ['rejected', 'max-delivery-attempts']) {
+  test(`dead-lettered from the DLQ itself (${how}): the message is not lost`, () => withBroker(async (broker) => {
+    // DLQ's own dead-letter address is DLQ; SPEC §2: "so dead-lettering
+    // never loses a message".
+    const q = queueName('dlq-loop');
+    const fail = (d) => (how === 'rejected' ? d.reject() : d.modified({ delivery_failed: true }));
+    const conn = await connect(broker);
+    try {
+      await sendAll(conn, q, [{ body: 'x' }]);
+      const src = await manualReceiver(conn, q);
+      for (let i = 0; i < (how === 'rejected' ? 1 : 10); i++) {
+        src.receiver.add_credit(1);
+        fail((await src.inbox.next()).delivery);
+      }
+      const dlq = await manualReceiver(conn, DLQ);
+      dlq.receiver.add_credit(1);
+      const g = await dlq.inbox.next();
+      assert.equal(g.message.body, 'x');
+      fail(g.delivery);
+      await closeLink(dlq.receiver);
+    } finally {
+      await close(conn);
+    }
+    assert.deepEqual((await fetchAll(broker, DLQ)).map((m) => m.body), ['x'],
+      `${how} from the DLQ (its own dead-letter address): the message is gone`);
+  }));
+}
+
 test('max-delivery-attempts 0 is unlimited', () => withBroker(async (broker) => {
   const q = queueName('mda0');
   const conn = await connect(broker);
@@ -260,9 +288,13 @@ test('ttl: an expired message is dropped', () => withBroker(async (broker) => {
 
 test('absolute_expiry_time: past is dropped, the sooner of ttl and expiry wins', () => withBroker(async (broker) => {
   const q = queueName('abs-expiry');
-  const now = Date.now();
   const conn = await connect(broker);
+  let sent;
   try {
+    const browser = await openLink(conn, 'receiver', {
+      source: { address: q, distribution_mode: 'copy' }, credit_window: 0,
+    });
+    const now = Date.now();
     await sendAll(conn, q, [
       { body: 'past', absolute_expiry_time: new Date(now - 10000) },
       { body: 'soon', absolute_expiry_time: new Date(now + 500) },
@@ -270,12 +302,15 @@ test('absolute_expiry_time: past is dropped, the sooner of ttl and expiry wins',
       { body: 'ttl-long-expiry-past', ttl: 60000, absolute_expiry_time: new Date(now - 10000) },
       { body: 'ttl-short-expiry-later', ttl: 500, absolute_expiry_time: new Date(now + 60000) },
     ]);
+    sent = Date.now(); // every TTL started before this
+    // Right away only 'past' and 'ttl-long-expiry-past' are expired: a browse
+    // (nothing acquired) checks.
+    const seen = await drain(browser, 10);
+    assert.ok(Date.now() < now + 500, 'too slow to check before the short expiries');
+    assert.deepEqual(seen.map((m) => m.body), ['soon', 'later', 'ttl-short-expiry-later']);
   } finally {
     await close(conn);
   }
-  const sent = Date.now();
-  const seen = await fetchAll(broker, q, { source: { distribution_mode: 'copy' } });
-  assert.deepEqual(seen.map((m) => m.body), ['soon', 'later', 'ttl-short-expiry-later']);
   await sleep(Math.max(0, sent + 600 - Date.now())); // just past the short ones
   assert.deepEqual((await fetchAll(broker, q)).map((m) => m.body), ['later']);
 }));
@@ -427,6 +462,22 @@ for (const where of ['config', 'option']) {
     assert.deepEqual((await fetchAll(broker, address)).map((m) => m.body), where === 'config' ? [2, 3, 4] : [3, 4]);
   }, LIMITS_CONFIG));
 }
+
+test('drop-oldest drops the oldest, not the highest priority at the head', () => withBroker(async (broker) => {
+  const address = `droplen.${queueName('drop-prio')}`; // max-length 3
+  const conn = await connect(broker);
+  try {
+    const { outcomes } = await sendAll(conn, address, [
+      { body: 'oldest', priority: 0 }, { body: 'urgent', priority: 9 },
+      { body: 'normal', priority: 4 }, { body: 'newest', priority: 4 },
+    ]);
+    assert.deepEqual(outcomes, Array(4).fill('accepted'));
+  } finally {
+    await close(conn);
+  }
+  assert.deepEqual((await fetchAll(broker, address)).map((m) => m.body), ['urgent', 'normal', 'newest'],
+    'drop-oldest dropped the wrong message');
+}, LIMITS_CONFIG));
 
 test('message over max-message-size: rejected amqp:link:message-size-exceeded, the link goes on', () => withBroker(async (broker) => {
   const q = queueName('too-big');
