@@ -292,10 +292,20 @@ impl QueueState {
             }),
             OverflowPolicy::DropOldest => {
                 while over(self) {
-                    let Some((_, entry)) = self.ready.pop_first() else {
+                    // The oldest by arrival, whatever its priority: the
+                    // first entry of each priority level, lowest sequence.
+                    let oldest = (0..=9u8)
+                        .filter_map(|p| {
+                            self.ready
+                                .range((Reverse(p), 0)..=(Reverse(p), u64::MAX))
+                                .next()
+                                .map(|(k, _)| *k)
+                        })
+                        .min_by_key(|k| k.1);
+                    let Some(entry) = oldest.and_then(|k| self.remove_ready(&k)) else {
                         break;
                     };
-                    self.ready_bytes -= entry.message.size();
+                    drop(entry);
                     self.counters.dropped += 1;
                 }
                 let _ = actions;
@@ -486,11 +496,23 @@ impl QueueState {
     fn dead_letter(&mut self, entry: Entry, reason: &str, actions: &mut Vec<Action>) {
         use super::message::AnnotationValue::String as S;
         let address = self.settings.dead_letter_address.clone();
+        self.counters.dead_lettered += 1;
         if address == self.name {
-            tracing::warn!(queue = %self.name, reason, "message dropped: it would be dead-lettered to its own queue");
+            // The dead-letter queue itself (or a queue that is its own
+            // dead-letter address): never lose the message. It goes to the
+            // back of this queue, so it does not block the ones behind it.
+            tracing::info!(queue = %self.name, reason, "dead-lettered within its own queue: moved to the back");
+            let mut entry = entry;
+            entry.seq = self.next_seq;
+            self.next_seq += 1;
+            entry.excluded = None;
+            let message = entry
+                .message
+                .with_annotation("x-opt-dead-letter-reason", S(reason.to_string()));
+            entry.message = Arc::new(message);
+            self.insert(entry, actions);
             return;
         }
-        self.counters.dead_lettered += 1;
         let mut message = entry
             .message
             .with_annotation("x-opt-dead-letter-reason", S(reason.to_string()))

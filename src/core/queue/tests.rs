@@ -565,3 +565,36 @@ fn browsers_see_messages_without_taking_them() {
     q.flow(A, 0, 5, false, false, &mut actions).unwrap();
     assert_eq!(delivered(&mut actions).len(), 3);
 }
+
+#[test]
+fn drop_oldest_drops_the_oldest_arrival_not_the_highest_priority() {
+    let mut q = with_settings(|s| {
+        s.max_length = Some(3);
+        s.overflow = crate::core::settings::OverflowPolicy::DropOldest;
+    });
+    let mut actions = Vec::new();
+    for (n, p) in [(0, 0), (1, 9), (2, 4), (3, 4)] {
+        q.enqueue(msg_with(n, |m| m.header.priority = p), &mut actions)
+            .unwrap();
+    }
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 5, false, false, &mut actions).unwrap();
+    let got: Vec<u32> = delivered(&mut actions).iter().map(|d| d.2).collect();
+    assert_eq!(got, vec![1, 2, 3], "message 0 was the oldest");
+}
+
+#[test]
+fn dead_lettering_within_the_dead_letter_queue_keeps_the_message_at_the_back() {
+    let mut q = QueueState::new("DLQ", QueueSettings::default());
+    let mut actions = Vec::new();
+    q.enqueue(msg(1), &mut actions).unwrap();
+    q.enqueue(msg(2), &mut actions).unwrap();
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 1, false, false, &mut actions).unwrap();
+    let d = delivered(&mut actions)[0].1;
+    q.settle(A, d, Outcome::Rejected, &mut actions).unwrap();
+    assert!(forwards(&mut actions).is_empty());
+    q.flow(A, 1, 2, false, false, &mut actions).unwrap();
+    let got: Vec<u32> = delivered(&mut actions).iter().map(|d| d.2).collect();
+    assert_eq!(got, vec![2, 1], "kept, behind the others");
+}
