@@ -498,7 +498,7 @@ impl Session {
 
 /// Our attach answering the peer's: the opposite role, the peer's termini
 /// echoed.
-fn reply_attach(attach: &Attach, local_handle: u32) -> Attach {
+pub(super) fn reply_attach(attach: &Attach, local_handle: u32) -> Attach {
     Attach {
         name: attach.name.clone(),
         handle: local_handle.into(),

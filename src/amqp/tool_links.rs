@@ -243,22 +243,8 @@ impl ToolConsumer {
             }
         };
         let presettled = attach.snd_settle_mode == SenderSettleMode::Settled;
-        let reply = Attach {
-            name: attach.name.clone(),
-            handle: 0.into(),
-            role: Role::Receiver,
-            snd_settle_mode: attach.snd_settle_mode.clone(),
-            rcv_settle_mode: ReceiverSettleMode::First,
-            source: attach.source.clone(),
-            target: attach.target.clone(),
-            unsettled: None,
-            incomplete_unsettled: false,
-            initial_delivery_count: None,
-            max_message_size: None,
-            offered_capabilities: None,
-            desired_capabilities: None,
-            properties: None,
-        };
+        let mut reply = super::link::reply_attach(&attach, 0);
+        reply.rcv_settle_mode = ReceiverSettleMode::First;
         conn.out.frame(0, &reply);
         Self::start(conn, 0, credit, presettled).await
     }
