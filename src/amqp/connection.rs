@@ -482,5 +482,5 @@ impl Connection {
 }
 
 #[cfg(test)]
-#[path = "engine_tests.rs"]
+#[path = "engine_tests/mod.rs"]
 mod engine_tests;
