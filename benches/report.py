@@ -379,7 +379,7 @@ def build(rows):
     # ---- memory and scale
     w("### Memory and scale")
     w("")
-    w("Each of these runs on a freshly started broker. Backlog: the broker's RSS before the fill, "
+    w("Backlog: the broker's RSS before the fill, "
       "full, and after the drain; the overhead is the RSS growth per message minus the message's own "
       f"bytes ({meta.get('size', 1024) + 8}: body plus data-section framing).")
     w("")

@@ -95,10 +95,10 @@ trap 'exit 130' INT TERM
 # ------------------------------------------------------------------ build
 cd "$ROOT"
 if ((BUILD)); then
-    for attempt in 1 2 3 4 5; do
+    for attempt in $(seq 10); do
         log "cargo build --release (attempt $attempt)"
         if cargo build --release --quiet 2>"$WORK/build.err"; then break; fi
-        ((attempt == 5)) && { cat "$WORK/build.err" >&2; die "release build failed"; }
+        ((attempt == 10)) && { cat "$WORK/build.err" >&2; die "release build failed"; }
         tail -3 "$WORK/build.err" >&2
         log "build failed (someone mid-change?); retrying in 60 s"
         sleep 60
@@ -248,7 +248,7 @@ pid_of() { case $1 in ordo) echo "$ORDO_PID" ;; rabbitmq) echo "$RMQ_PID" ;; esa
 # RabbitMQ 3.10's AMQP 1.0 plugin: /queue/NAME declares NAME (non-durable).
 addr_of() { case $1 in rabbitmq) echo "/queue/$2" ;; *) echo "$2" ;; esac; }
 
-RUN_SEQ=0
+RUN_SEQ=0 FAILED=0
 # bench SCENARIO TARGET REP NOTE -- ordo-bench-args...
 # Runs one `ordo bench ...` with a time limit and records its line.
 bench() {
@@ -274,6 +274,7 @@ bench() {
     fields+="}"
     record "$fields" "$WORK/out" "$WORK/err" "$rc"
     LAST_RC=$rc
+    ((rc == 0)) || FAILED=$((FAILED + 1))
     LAST_LINE=$(tail -n 1 "$WORK/out" 2>/dev/null || true)
     local status="ok"
     ((rc == 0)) || status="rc=$rc $(tail -n 1 "$WORK/err" 2>/dev/null | cut -c1-160)"
@@ -336,6 +337,18 @@ BROKERS=(ordo)
 ALL=(ordo peer)
 ((RABBIT)) && ALL+=(rabbitmq)
 
+# Every broker run starts on a freshly started broker: nothing queued or
+# retained by the allocator from an earlier run (a pre-settled flood leaves
+# gigabytes behind in both brokers), so the runs are independent samples.
+restart() {
+    case $1 in
+        ordo) stop_ordo; start_ordo ;;
+        rabbitmq) stop_rabbit; start_rabbit ;;
+        *) return 0 ;;
+    esac
+    sleep 2
+}
+
 # target-specific arguments of a `bench run` on a fresh address
 run_args() { # run_args TARGET NAME
     case $1 in
@@ -350,6 +363,7 @@ throughput() { # throughput SCENARIO EXTRA-ARGS
     log "scenario $scenario: ${ALL[*]} × $REPS, $DURATION s each"
     for ((rep = 1; rep <= REPS; rep++)); do
         for t in $(rotate "$rep" "${ALL[@]}"); do
+            restart "$t"
             # shellcheck disable=SC2046
             bench "$scenario" "$t" "$rep" "" -- run $(run_args "$t" "b-$scenario-$rep-$RANDOM") \
                 --count 0 --duration "$DURATION" --size "$SIZE" $extra
@@ -372,6 +386,7 @@ if wanted latency; then
                     --count 0 --duration "$DURATION" --size "$SIZE"
                 max=$("$PY" "$HERE/report.py" median --results "$OUT" --scenario unsettled --target "$t")
             fi
+            restart "$t"
             rate=$(( ${max%.*} / 2 ))
             ((rate > 0)) || rate=1000
             bench latency "$t" "$rep" "rate $rate/s = half the unsettled median" -- run \
@@ -389,6 +404,7 @@ if wanted durable; then
     mkdir -p "$WORK/fsync"
     for ((rep = 1; rep <= REPS; rep++)); do
         for t in $(rotate "$rep" "${DURABLE_TARGETS[@]}"); do
+            restart "$t"
             case $t in
                 fsync)
                     rm -f "$WORK"/fsync/*
@@ -412,14 +428,6 @@ if wanted durable; then
     done
 fi
 
-# Fresh brokers for the memory scenarios: nothing left from earlier runs.
-restart() {
-    case $1 in
-        ordo) stop_ordo; start_ordo ;;
-        rabbitmq) stop_rabbit; start_rabbit ;;
-    esac
-    sleep 2
-}
 
 # ---------------------------------------------------------------- backlog
 if wanted backlog; then
@@ -478,4 +486,8 @@ if ((DOCS)); then
         --doc "$ROOT/docs/PERFORMANCE.md" --plot "$ROOT/docs/performance.png"
 else
     "$PY" "$HERE/report.py" report --results "$OUT" --plot "$WORK/performance.png" --optional-plot
+fi
+if ((FAILED)); then
+    log "$FAILED run(s) failed or lost messages (see Problems above); exit status 3"
+    exit 3
 fi
