@@ -1,122 +1,127 @@
 //! Durable messages and queue metadata.
 //!
-//! This is the seam the broker core persists through. Today only the
-//! in-memory implementation exists and messages live in memory; the fjall
-//! implementation with group commit comes with the durable-store work and
-//! must pass the same tests.
+//! - [`Store`]: the narrow interface the broker persists through: apply a
+//!   batch of records, make everything applied so far durable, read queues
+//!   and messages back. Implementations: [`FjallStore`] (on disk) and
+//!   [`MemoryStore`] (tests, and brokers that keep nothing). The same test
+//!   body runs against both (`tests.rs`).
+//! - [`Journal`] (`journal.rs`): the group-commit writer in front of a store.
+//!   Queues submit records and get a ticket; one writer thread takes every
+//!   record submitted since its last batch, applies them as one batch, syncs
+//!   once, and then marks all their tickets durable.
+//!
+//! The store knows nothing of messages or AMQP: values are bytes the core
+//! encoded. Keys are a queue's numeric id and a message's sequence number.
 
-use std::sync::Arc;
+mod fjall_store;
+mod journal;
+mod memory;
+
+#[cfg(test)]
+mod tests;
 
 use bytes::Bytes;
-use parking_lot::Mutex;
 
-/// One thing to persist.
+pub use fjall_store::{FjallOptions, FjallStore};
+pub use journal::{Journal, JournalOptions, SyncMode, Ticket, TicketStatus, Wake};
+pub use memory::MemoryStore;
+
+/// One change to persist. A batch of records is applied atomically.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Record {
-    /// A queue exists (with its settings, serialised by the caller).
-    QueueDeclared {
-        /// Queue name.
-        queue: String,
+    /// A durable queue exists (or its metadata changed).
+    PutQueue {
+        /// The queue's numeric id (keys of its messages start with it).
+        id: u64,
+        /// The core's encoding of its name, kind and settings.
+        meta: Bytes,
+    },
+    /// A queue is gone, and every message it held with it.
+    DeleteQueue {
+        /// The queue's id.
+        id: u64,
     },
     /// A message was enqueued.
-    Enqueued {
-        /// Queue name.
-        queue: String,
-        /// Position in the queue.
+    Put {
+        /// The queue's id.
+        queue: u64,
+        /// Its position in the queue (arrival order).
         seq: u64,
-        /// The encoded message.
-        message: Bytes,
+        /// The core's encoding of the message and its queue entry.
+        value: Bytes,
     },
-    /// A message was removed (acknowledged, dead-lettered or expired).
-    Removed {
-        /// Queue name.
-        queue: String,
-        /// Position in the queue.
+    /// A message's delivery count changed (a failed delivery attempt).
+    SetCount {
+        /// The queue's id.
+        queue: u64,
+        /// The message's position.
         seq: u64,
+        /// Its delivery count now.
+        count: u32,
     },
+    /// A message left the queue (acknowledged, dead-lettered, expired, dropped).
+    Delete {
+        /// The queue's id.
+        queue: u64,
+        /// The message's position.
+        seq: u64,
+        /// A [`Record::SetCount`] was written for it (so that goes too).
+        counted: bool,
+    },
+}
+
+/// A message read back at recovery.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredMessage {
+    /// Its position in the queue.
+    pub seq: u64,
+    /// What the core stored.
+    pub value: Bytes,
+    /// The delivery count recorded after it was stored, if any.
+    pub count: Option<u32>,
 }
 
 /// What can go wrong while persisting.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
-    /// The disk failed; the store refuses further writes.
+    /// The disk failed. The store refuses every later write until the
+    /// broker restarts (a failed fsync leaves the file in an unknown state).
     #[error("store I/O failed: {0}")]
-    Io(#[from] std::io::Error),
+    Io(String),
+    /// The disk is full (or below the configured free-space floor).
+    #[error("store disk is full: {0}")]
+    Full(String),
+    /// An earlier failure poisoned the store.
+    #[error("the store failed earlier and accepts no more writes: {0}")]
+    Poisoned(String),
+    /// Stored bytes could not be read back.
+    #[error("store data is corrupt: {0}")]
+    Corrupt(String),
 }
 
-/// The interface every store implements.
+impl StoreError {
+    /// Whether the failure is a full disk (resource limit) rather than a broken one.
+    pub fn is_full(&self) -> bool {
+        matches!(self, StoreError::Full(_))
+    }
+}
+
+/// The interface every store implements. Calls come from one writer thread
+/// (writes and syncs) and from any thread (reads).
 pub trait Store: Send + Sync + std::fmt::Debug {
-    /// Persists a batch of records; returns once they are durable.
-    fn commit(&self, batch: Vec<Record>) -> Result<(), StoreError>;
-    /// Every record still live, in commit order, for recovery.
-    fn recover(&self) -> Result<Vec<Record>, StoreError>;
-}
-
-/// A store that keeps records in memory: for non-durable use and tests.
-#[derive(Debug, Default)]
-pub struct MemoryStore {
-    /// Records committed so far.
-    records: Mutex<Vec<Record>>,
-}
-
-impl MemoryStore {
-    /// An empty store.
-    pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
-    }
-}
-
-impl Store for MemoryStore {
-    fn commit(&self, batch: Vec<Record>) -> Result<(), StoreError> {
-        let mut records = self.records.lock();
-        for record in batch {
-            if let Record::Removed { queue, seq } = &record {
-                records.retain(|r| !matches!(r, Record::Enqueued { queue: q, seq: s, .. } if q == queue && s == seq));
-            } else {
-                records.push(record);
-            }
-        }
-        Ok(())
-    }
-
-    fn recover(&self) -> Result<Vec<Record>, StoreError> {
-        Ok(self.records.lock().clone())
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    /// The body every store implementation must pass.
-    fn removed_records_are_not_recovered(store: &dyn Store) {
-        let m = |seq| Record::Enqueued {
-            queue: "q".into(),
-            seq,
-            message: Bytes::from_static(b"x"),
-        };
-        store
-            .commit(vec![
-                Record::QueueDeclared { queue: "q".into() },
-                m(1),
-                m(2),
-            ])
-            .unwrap();
-        store
-            .commit(vec![Record::Removed {
-                queue: "q".into(),
-                seq: 1,
-            }])
-            .unwrap();
-        let live = store.recover().unwrap();
-        assert_eq!(
-            live,
-            vec![Record::QueueDeclared { queue: "q".into() }, m(2)]
-        );
-    }
-
-    #[test]
-    fn memory_store() {
-        removed_records_are_not_recovered(&*MemoryStore::new());
-    }
+    /// Applies a batch atomically: after a crash either all of it or none of
+    /// it is there, once [`Store::sync`] returned. Not durable by itself.
+    fn write(&self, batch: &[Record]) -> Result<(), StoreError>;
+    /// Makes everything written so far durable (fsync).
+    fn sync(&self) -> Result<(), StoreError>;
+    /// Hands written data to the operating system without an fsync (survives
+    /// a broker crash, not a machine crash).
+    fn flush(&self) -> Result<(), StoreError>;
+    /// Every stored queue: (id, metadata), in id order.
+    fn queues(&self) -> Result<Vec<(u64, Bytes)>, StoreError>;
+    /// Every message of a queue, in sequence order, from the queue's head
+    /// (acknowledged messages before the head are not visited).
+    fn messages(&self, queue: u64, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError>;
+    /// One message's stored value (to page a body back in).
+    fn read(&self, queue: u64, seq: u64) -> Result<Option<Bytes>, StoreError>;
 }

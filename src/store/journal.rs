@@ -1,0 +1,460 @@
+//! Group commit: one writer thread in front of a [`Store`].
+//!
+//! Queues submit records (under their own lock, so a queue's records keep
+//! its order) and get a [`Ticket`]: a number that grows with every record.
+//! The writer takes every record submitted since its last batch, applies
+//! them as one batch, syncs once (`sync = always`), then marks every ticket
+//! up to the batch's last one durable and wakes whoever registered for
+//! them. One fsync covers as many messages as arrived while the previous
+//! one ran, so the batch grows with the load.
+//!
+//! A failed write or sync poisons the journal: the batch's tickets and every
+//! later one fail, and new durable work is refused, until the broker
+//! restarts. Nothing settled before the failure is affected. A free-space
+//! floor refuses new durable work (as RabbitMQ's disk alarm does) before the
+//! disk is actually full.
+//!
+//! Lock order: a queue's lock, then the journal's submission lock (a leaf).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use parking_lot::{Condvar, Mutex};
+
+use super::{Record, Store, StoreError};
+
+/// Identifies submitted records: durable once the journal's durable mark
+/// reaches it.
+pub type Ticket = u64;
+
+/// Where a ticket stands.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TicketStatus {
+    /// Not yet written and synced.
+    Pending,
+    /// Durable (as the sync policy promises).
+    Durable,
+    /// Its batch failed; the journal is poisoned.
+    Failed {
+        /// The disk was full (a resource limit) rather than broken.
+        full: bool,
+        /// What failed.
+        reason: String,
+    },
+}
+
+/// Something to wake when tickets become durable (a connection's outbox).
+pub trait Wake: Send + Sync {
+    /// Called by the writer thread; must not block.
+    fn wake(&self);
+}
+
+/// When the journal forces writes to disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SyncMode {
+    /// Every batch is fsynced before its tickets are durable.
+    Always,
+    /// Tickets are durable once written to the OS; fsync at most this often.
+    Interval(Duration),
+}
+
+/// How the journal runs.
+#[derive(Debug, Clone)]
+pub struct JournalOptions {
+    /// The sync policy.
+    pub sync: SyncMode,
+    /// Directory whose file system's free space is watched (none: not watched).
+    pub watch_dir: Option<PathBuf>,
+    /// Refuse new durable work while less than this is free.
+    pub min_free_bytes: u64,
+}
+
+impl Default for JournalOptions {
+    fn default() -> Self {
+        Self {
+            sync: SyncMode::Always,
+            watch_dir: None,
+            min_free_bytes: 0,
+        }
+    }
+}
+
+/// Counters for logs and benchmarks.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct JournalStats {
+    /// Batches written.
+    pub batches: u64,
+    /// Records written.
+    pub records: u64,
+    /// Fsyncs done.
+    pub syncs: u64,
+}
+
+/// Records waiting for the writer.
+#[derive(Debug, Default)]
+struct Submissions {
+    /// In submission order.
+    records: Vec<Record>,
+    /// Ticket of the last record submitted.
+    last: Ticket,
+    /// The writer should finish and exit.
+    stop: bool,
+}
+
+/// Why the journal stopped accepting work.
+#[derive(Debug, Clone)]
+struct Failure {
+    /// The disk was full.
+    full: bool,
+    /// What failed.
+    reason: String,
+}
+
+/// The group-commit writer and its shared state.
+pub struct Journal {
+    /// Where records go.
+    store: Arc<dyn Store>,
+    /// How it runs.
+    options: JournalOptions,
+    /// Records not yet taken by the writer.
+    submissions: Mutex<Submissions>,
+    /// Wakes the writer.
+    work: Condvar,
+    /// Highest durable ticket.
+    durable: AtomicU64,
+    /// Highest ticket applied to the store (readable, maybe not synced).
+    written: Mutex<Ticket>,
+    /// Signals `written` moving.
+    written_moved: Condvar,
+    /// Set once a write or sync failed.
+    failure: Mutex<Option<Failure>>,
+    /// Mirrors `failure.is_some()` for the fast path.
+    failed: AtomicBool,
+    /// The free-space floor is crossed.
+    disk_low: AtomicBool,
+    /// Who to wake at which ticket.
+    waiters: Mutex<Vec<(Ticket, Arc<dyn Wake>)>>,
+    /// Counters.
+    stats: Mutex<JournalStats>,
+    /// The writer thread, joined at shutdown.
+    thread: Mutex<Option<JoinHandle<()>>>,
+}
+
+impl std::fmt::Debug for Journal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Journal")
+            .field("durable", &self.durable.load(Ordering::Relaxed))
+            .field("failed", &self.failed.load(Ordering::Relaxed))
+            .finish_non_exhaustive()
+    }
+}
+
+impl Journal {
+    /// Starts the writer thread in front of `store`.
+    pub fn start(store: Arc<dyn Store>, options: JournalOptions) -> Arc<Self> {
+        let journal = Arc::new(Self {
+            store,
+            options,
+            submissions: Mutex::new(Submissions::default()),
+            work: Condvar::new(),
+            durable: AtomicU64::new(0),
+            written: Mutex::new(0),
+            written_moved: Condvar::new(),
+            failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
+            disk_low: AtomicBool::new(false),
+            waiters: Mutex::new(Vec::new()),
+            stats: Mutex::new(JournalStats::default()),
+            thread: Mutex::new(None),
+        });
+        journal.check_space();
+        let writer = Arc::clone(&journal);
+        let handle = std::thread::Builder::new()
+            .name("ordo-journal".into())
+            .spawn(move || writer.run());
+        match handle {
+            Ok(h) => *journal.thread.lock() = Some(h),
+            Err(e) => journal.fail(false, format!("cannot start the journal thread: {e}")),
+        }
+        journal
+    }
+
+    /// The store behind the journal (recovery reads it directly).
+    pub fn store(&self) -> &Arc<dyn Store> {
+        &self.store
+    }
+
+    /// Whether new durable work may be submitted: refused once the journal
+    /// failed, or while the disk is below its free-space floor.
+    pub fn check_accepting(&self) -> Result<(), StoreError> {
+        if self.failed.load(Ordering::Acquire) {
+            let f = self.failure.lock().clone();
+            return Err(match f {
+                Some(f) if f.full => StoreError::Full(f.reason),
+                Some(f) => StoreError::Poisoned(f.reason),
+                None => StoreError::Poisoned("unknown failure".into()),
+            });
+        }
+        if self.disk_low.load(Ordering::Relaxed) {
+            return Err(StoreError::Full(format!(
+                "less than {} bytes free for the store",
+                self.options.min_free_bytes
+            )));
+        }
+        Ok(())
+    }
+
+    /// Queues records for the next batch; returns the ticket of the last.
+    pub fn submit(&self, records: impl IntoIterator<Item = Record>) -> Ticket {
+        let mut s = self.submissions.lock();
+        let was_empty = s.records.is_empty();
+        for r in records {
+            s.records.push(r);
+            s.last += 1;
+        }
+        let last = s.last;
+        drop(s);
+        if was_empty {
+            self.work.notify_one();
+        }
+        last
+    }
+
+    /// Where a ticket stands.
+    pub fn status(&self, ticket: Ticket) -> TicketStatus {
+        if ticket <= self.durable.load(Ordering::Acquire) {
+            return TicketStatus::Durable;
+        }
+        if self.failed.load(Ordering::Acquire) {
+            if let Some(f) = self.failure.lock().clone() {
+                return TicketStatus::Failed {
+                    full: f.full,
+                    reason: f.reason,
+                };
+            }
+        }
+        TicketStatus::Pending
+    }
+
+    /// Highest durable ticket.
+    pub fn durable_mark(&self) -> Ticket {
+        self.durable.load(Ordering::Acquire)
+    }
+
+    /// Wakes `waker` once `ticket` is durable or failed (at once if it is).
+    pub fn wake_when(&self, ticket: Ticket, waker: Arc<dyn Wake>) {
+        let mut waiters = self.waiters.lock();
+        if self.status(ticket) != TicketStatus::Pending {
+            drop(waiters);
+            waker.wake();
+            return;
+        }
+        waiters.push((ticket, waker));
+    }
+
+    /// Reads a stored value, waiting for the writer if it was submitted but
+    /// not yet applied (a body paged out moments ago).
+    pub fn read(&self, queue: u64, seq: u64) -> Result<Option<Bytes>, StoreError> {
+        if let Some(v) = self.store.read(queue, seq)? {
+            return Ok(Some(v));
+        }
+        let wanted = self.submissions.lock().last;
+        let mut written = self.written.lock();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while *written < wanted && !self.failed.load(Ordering::Acquire) {
+            if self
+                .written_moved
+                .wait_until(&mut written, deadline)
+                .timed_out()
+            {
+                break;
+            }
+        }
+        drop(written);
+        self.store.read(queue, seq)
+    }
+
+    /// Counters so far.
+    pub fn stats(&self) -> JournalStats {
+        *self.stats.lock()
+    }
+
+    /// Writes and syncs what is pending, then stops the writer thread.
+    pub fn shutdown(&self) {
+        self.submissions.lock().stop = true;
+        self.work.notify_one();
+        if let Some(handle) = self.thread.lock().take() {
+            let _ = handle.join();
+        }
+    }
+
+    /// The writer thread.
+    fn run(self: Arc<Self>) {
+        let mut last_sync = Instant::now();
+        let mut unsynced = false;
+        let mut last_space_check = Instant::now();
+        loop {
+            let tick = match self.options.sync {
+                SyncMode::Interval(d) if unsynced => d.min(Duration::from_secs(1)),
+                _ => Duration::from_secs(1),
+            };
+            let (records, last, stop) = {
+                let mut s = self.submissions.lock();
+                if s.records.is_empty() && !s.stop {
+                    self.work.wait_for(&mut s, tick);
+                }
+                (std::mem::take(&mut s.records), s.last, s.stop)
+            };
+            if last_space_check.elapsed() >= Duration::from_secs(1) {
+                last_space_check = Instant::now();
+                self.check_space();
+            }
+            if !records.is_empty() {
+                self.write_batch(&records, last, &mut unsynced, &mut last_sync);
+            } else if unsynced {
+                if let SyncMode::Interval(d) = self.options.sync {
+                    if last_sync.elapsed() >= d {
+                        self.sync_now(&mut unsynced, &mut last_sync);
+                    }
+                }
+            }
+            if stop {
+                if unsynced {
+                    self.sync_now(&mut unsynced, &mut last_sync);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Applies one batch and makes it durable per the sync policy.
+    fn write_batch(
+        &self,
+        records: &[Record],
+        last: Ticket,
+        unsynced: &mut bool,
+        last_sync: &mut Instant,
+    ) {
+        if self.failed.load(Ordering::Acquire) {
+            self.wake_all();
+            return;
+        }
+        if let Err(e) = self.store.write(records) {
+            self.fail(e.is_full(), e.to_string());
+            return;
+        }
+        *self.written.lock() = last;
+        self.written_moved.notify_all();
+        {
+            let mut st = self.stats.lock();
+            st.batches += 1;
+            st.records += records.len() as u64;
+        }
+        let result = match self.options.sync {
+            SyncMode::Always => {
+                self.stats.lock().syncs += 1;
+                *last_sync = Instant::now();
+                self.store.sync()
+            }
+            SyncMode::Interval(d) => {
+                *unsynced = true;
+                let r = self.store.flush();
+                if r.is_ok() && last_sync.elapsed() >= d {
+                    self.sync_now(unsynced, last_sync);
+                }
+                r
+            }
+        };
+        match result {
+            Ok(()) => {
+                self.durable.store(last, Ordering::Release);
+                self.wake_durable(last);
+            }
+            Err(e) => self.fail(e.is_full(), e.to_string()),
+        }
+    }
+
+    /// An fsync outside a batch (interval policy, shutdown).
+    fn sync_now(&self, unsynced: &mut bool, last_sync: &mut Instant) {
+        *last_sync = Instant::now();
+        *unsynced = false;
+        self.stats.lock().syncs += 1;
+        if let Err(e) = self.store.sync() {
+            self.fail(e.is_full(), e.to_string());
+        }
+    }
+
+    /// Poisons the journal: pending and later tickets fail.
+    fn fail(&self, full: bool, reason: String) {
+        tracing::error!(
+            full,
+            reason = %reason,
+            "STORE FAILURE: the message store failed a write or fsync; durable messages \
+             are refused until the broker restarts (already accepted messages are safe)"
+        );
+        {
+            let mut f = self.failure.lock();
+            if f.is_none() {
+                *f = Some(Failure { full, reason });
+            }
+        }
+        self.failed.store(true, Ordering::Release);
+        self.written_moved.notify_all();
+        self.wake_all();
+    }
+
+    /// Wakes every waiter up to `durable`.
+    fn wake_durable(&self, durable: Ticket) {
+        let mut due = Vec::new();
+        self.waiters.lock().retain(|(t, w)| {
+            if *t <= durable {
+                due.push(Arc::clone(w));
+                false
+            } else {
+                true
+            }
+        });
+        for w in due {
+            w.wake();
+        }
+    }
+
+    /// Wakes every waiter (after a failure).
+    fn wake_all(&self) {
+        let all = std::mem::take(&mut *self.waiters.lock());
+        for (_, w) in all {
+            w.wake();
+        }
+    }
+
+    /// Updates the free-space alarm.
+    fn check_space(&self) {
+        let Some(dir) = &self.options.watch_dir else {
+            return;
+        };
+        if self.options.min_free_bytes == 0 {
+            return;
+        }
+        let Ok(free) = fs4::available_space(dir) else {
+            return;
+        };
+        let low = free < self.options.min_free_bytes;
+        let was = self.disk_low.swap(low, Ordering::Relaxed);
+        if low && !was {
+            tracing::warn!(
+                free,
+                floor = self.options.min_free_bytes,
+                "store disk below its free-space floor: durable messages are refused"
+            );
+        } else if was && !low {
+            tracing::info!(
+                free,
+                "store disk has room again: durable messages are accepted"
+            );
+        }
+    }
+}
