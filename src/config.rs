@@ -196,6 +196,16 @@ pub struct StoreConfig {
     pub path: PathBuf,
     /// When writes reach the disk.
     pub sync: SyncPolicy,
+    /// Bytes of the store's block cache (recently read messages and indexes).
+    pub cache_size: u64,
+    /// Bytes of queued messages kept in memory. Past it, bodies of durable
+    /// messages stay on disk and are read back when they are delivered, so a
+    /// backlog larger than memory keeps flowing.
+    pub memory_limit: u64,
+    /// Durable messages are refused (`amqp:resource-limit-exceeded`) while the
+    /// store's disk has less than this many bytes free (RabbitMQ's disk alarm).
+    /// 0 turns the check off.
+    pub min_free_disk: u64,
 }
 
 impl Default for StoreConfig {
@@ -203,6 +213,9 @@ impl Default for StoreConfig {
         StoreConfig {
             path: PathBuf::from("./data"),
             sync: SyncPolicy::Always,
+            cache_size: 64 * 1024 * 1024,
+            memory_limit: 1024 * 1024 * 1024,
+            min_free_disk: 50 * 1000 * 1000,
         }
     }
 }

@@ -19,8 +19,10 @@ use crate::amqp::io::{serve, ServeContext};
 use crate::amqp::EngineConfig;
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
+use crate::config::{StoreConfig, SyncPolicy};
 use crate::core::settings::QueueSettings;
-use crate::core::{Broker, BrokerOptions, NodeDefaults};
+use crate::core::{Broker, BrokerOptions, NodeDefaults, Persistence};
+use crate::store::{FjallOptions, FjallStore, Journal, JournalOptions, StoreError, SyncMode};
 
 /// How long shutdown waits for connections to close before dropping them.
 const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
@@ -38,6 +40,13 @@ pub enum ServerError {
         source: std::io::Error,
     },
     /// The configured users cannot be loaded.
+    #[error("cannot open the message store in {path}: {source}")]
+    Store {
+        /// The store directory.
+        path: String,
+        /// What failed.
+        source: StoreError,
+    },
     #[error("invalid users: {0}")]
     Users(#[from] AuthError),
 }
@@ -77,6 +86,35 @@ pub struct Server {
     ctx: Arc<ServeContext>,
     /// Connections beyond this are refused (0 = no limit).
     max_connections: usize,
+    /// The store's writer, flushed and stopped at shutdown.
+    journal: Arc<Journal>,
+}
+
+/// Opens the fjall store and starts its journal.
+fn open_store(config: &StoreConfig) -> Result<Arc<Journal>, ServerError> {
+    let store = FjallStore::open(
+        &config.path,
+        &FjallOptions {
+            cache_bytes: config.cache_size,
+            ..FjallOptions::default()
+        },
+    )
+    .map_err(|source| ServerError::Store {
+        path: config.path.display().to_string(),
+        source,
+    })?;
+    let sync = match config.sync {
+        SyncPolicy::Always => SyncMode::Always,
+        SyncPolicy::Interval(d) => SyncMode::Interval(d),
+    };
+    Ok(Journal::start(
+        Arc::new(store),
+        JournalOptions {
+            sync,
+            watch_dir: Some(config.path.clone()),
+            min_free_bytes: config.min_free_disk,
+        },
+    ))
 }
 
 impl Server {
@@ -90,11 +128,30 @@ impl Server {
         }
         predeclared.sort();
         predeclared.dedup();
-        let broker = Broker::new(BrokerOptions {
+        let journal = open_store(&config.store)?;
+        let persistence = Persistence::new(
+            Arc::clone(&journal),
+            usize::try_from(config.store.memory_limit).unwrap_or(usize::MAX),
+        );
+        let (broker, report) = Broker::open(BrokerOptions {
             auto_create: config.broker.auto_create,
             predeclared,
             defaults: Arc::new(ConfigDefaults(config.clone())),
-        });
+            persistence: Some(persistence),
+        })
+        .map_err(|source| ServerError::Store {
+            path: config.store.path.display().to_string(),
+            source,
+        })?;
+        tracing::info!(
+            queues = report.queues,
+            messages = report.messages,
+            paged = report.paged,
+            corrupt = report.corrupt,
+            duration_ms = report.duration.as_millis() as u64,
+            path = %config.store.path.display(),
+            "store recovered"
+        );
         let listener_config = &config.listener;
         let engine = EngineConfig {
             container_id: format!("ordo-{}", uuid::Uuid::new_v4()),
@@ -120,6 +177,7 @@ impl Server {
                 handshake_timeout: listener_config.handshake_timeout,
             }),
             max_connections: config.limits.max_connections as usize,
+            journal,
         })
     }
 
@@ -196,6 +254,8 @@ impl Server {
             );
             tasks.shutdown().await;
         }
+        let journal = Arc::clone(&self.journal);
+        let _ = tokio::task::spawn_blocking(move || journal.shutdown()).await;
         tracing::info!("stopped");
         Ok(())
     }

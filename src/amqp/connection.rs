@@ -22,6 +22,7 @@ use super::error::{self, cond};
 use super::frame::{self, MIN_MAX_FRAME_SIZE};
 use super::session::{Ctx, Session};
 use crate::core::{Broker, ConsumerId, Outbox, OutboxItem};
+use crate::store::{Ticket, Wake};
 
 /// Engine settings, from the configuration.
 #[derive(Debug, Clone)]
@@ -120,6 +121,8 @@ pub struct Connection {
     last_received: Instant,
     /// Reused buffer for outbox items.
     items: Vec<OutboxItem>,
+    /// Highest journal ticket we asked to be woken for.
+    wake_registered: Ticket,
 }
 
 impl Connection {
@@ -143,6 +146,7 @@ impl Connection {
             last_sent: now,
             last_received: now,
             items: Vec::new(),
+            wake_registered: 0,
         }
     }
 
@@ -437,15 +441,34 @@ impl Connection {
                 .get_mut(usize::from(channel))
                 .and_then(Option::as_mut)
             {
-                session.enqueue_outgoing(handle, item);
+                session.enqueue_outgoing(handle, item, self.broker.persistence().map(|p| &**p));
             }
         }
         self.items = items;
+        self.settle_stored();
         for session in self.sessions.iter_mut().flatten() {
             session.emit(&mut self.out);
         }
         if self.out.buf.len() > before {
             self.last_sent = now;
+        }
+    }
+
+    /// Sends the outcomes that waited for the store (producers' `accepted`,
+    /// consumers' settlements) whose journal tickets are now durable, and
+    /// asks the journal to wake us for the rest.
+    fn settle_stored(&mut self) {
+        let Some(p) = self.broker.persistence() else {
+            return;
+        };
+        let journal = p.journal();
+        let mut waiting: Ticket = 0;
+        for session in self.sessions.iter_mut().flatten() {
+            waiting = waiting.max(session.settle_stored(journal, &mut self.out));
+        }
+        if waiting > self.wake_registered {
+            self.wake_registered = waiting;
+            journal.wake_when(waiting, Arc::clone(&self.outbox) as Arc<dyn Wake>);
         }
     }
 

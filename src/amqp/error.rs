@@ -26,6 +26,8 @@ pub fn from_core(e: &CoreError) -> AmqpErrorFrame {
         CoreError::PreconditionFailed { .. } => AmqpError::PreconditionFailed.into(),
         CoreError::UnknownDelivery { .. } => AmqpError::IllegalState.into(),
         CoreError::UnknownConsumer { .. } => AmqpError::IllegalState.into(),
+        CoreError::Store { full: true, .. } => AmqpError::ResourceLimitExceeded.into(),
+        CoreError::Store { full: false, .. } => AmqpError::InternalError.into(),
     };
     error(condition, e.to_string())
 }
@@ -57,6 +59,10 @@ pub mod cond {
     /// `amqp:resource-limit-exceeded`.
     pub fn resource_limit(d: impl Into<String>) -> AmqpErrorFrame {
         error(AmqpError::ResourceLimitExceeded, d)
+    }
+    /// `amqp:internal-error`.
+    pub fn internal(d: impl Into<String>) -> AmqpErrorFrame {
+        error(AmqpError::InternalError, d)
     }
     /// `amqp:not-implemented`.
     pub fn not_implemented(d: impl Into<String>) -> AmqpErrorFrame {

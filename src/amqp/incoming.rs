@@ -13,6 +13,7 @@ use super::link::{LinkKind, Partial, ProducerTarget};
 use super::message;
 use super::session::{send_rejected, Ctx, Session};
 use crate::core::{Broker, CoreError, Message};
+use crate::store::Ticket;
 
 impl Session {
     /// A transfer frame from a producer.
@@ -122,8 +123,10 @@ impl Session {
             }
         };
         match result {
-            Ok(()) if !settled => self.accepted.push(delivery_id),
-            Ok(()) => {}
+            Ok(None) if !settled => self.accepted.push(delivery_id),
+            // Stored: `accepted` once the journal has it on disk.
+            Ok(Some(ticket)) if !settled => self.stored_accepts.push_back((ticket, delivery_id)),
+            Ok(_) => {}
             Err(e) => {
                 tracing::debug!(condition = ?e.condition, description = ?e.description, "message rejected");
                 if !settled {
@@ -140,7 +143,7 @@ fn publish(
     target: &ProducerTarget,
     broker: &Arc<Broker>,
     message: Message,
-) -> Result<(), AmqpError> {
+) -> Result<Option<Ticket>, AmqpError> {
     let from_core = |e: CoreError| error::from_core(&e);
     match target {
         ProducerTarget::Node(node) => node.publish(Arc::new(message)).map_err(from_core),

@@ -21,6 +21,7 @@ fn delivery(message: Message, delivery_count: u32, first_acquirer: bool) -> Deli
         delivery_count,
         first_acquirer,
         settled: false,
+        paged: None,
     }
 }
 

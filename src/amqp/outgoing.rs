@@ -12,6 +12,7 @@ use super::frame::{self, Payload, FRAME_HEADER_SIZE};
 use super::message;
 use super::session::{serial_lt, Ctx, Session};
 use crate::core::{ConsumerId, Delivery, FlowState, Outcome};
+use crate::store::Ticket;
 
 /// A delivery we sent and the consumer has not settled.
 #[derive(Debug, Clone, Copy)]
@@ -22,6 +23,20 @@ pub struct OutDelivery {
     pub consumer: ConsumerId,
     /// The queue's delivery id.
     pub core_id: u64,
+}
+
+/// Our settlement of consumer deliveries `first..=last`, sent once the
+/// journal ticket of the outcome's records is durable.
+#[derive(Debug)]
+pub struct StoredSettle {
+    /// The ticket to wait for.
+    pub ticket: Ticket,
+    /// First delivery id.
+    pub first: u32,
+    /// Last delivery id.
+    pub last: u32,
+    /// The consumer's outcome, echoed.
+    pub state: Option<DeliveryState>,
 }
 
 /// Work waiting for the peer's session window, in order.
@@ -151,10 +166,13 @@ impl Session {
                 settled_ids.push(id);
             }
         }
+        let mut ticket: Option<Ticket> = None;
         for (consumer, handle, core_ids) in by_consumer {
             if let Some(Some(link)) = self.links.get(handle as usize) {
                 if let super::link::LinkKind::Consumer(c) = &link.kind {
-                    if let Err(e) = c.queue.settle(consumer, &core_ids, outcome) {
+                    let (result, t) = c.queue.settle(consumer, &core_ids, outcome);
+                    ticket = ticket.max(t);
+                    if let Err(e) = result {
                         tracing::debug!(error = %e, "disposition for an unknown delivery");
                     }
                 }
@@ -172,18 +190,32 @@ impl Session {
                     std::cmp::Ordering::Greater
                 }
             });
+            let mut ranges = Vec::new();
             let mut start = settled_ids[0];
             let mut end = start;
             for &id in &settled_ids[1..] {
                 if id == end.wrapping_add(1) {
                     end = id;
                 } else {
-                    send_settle(ctx.out, self.channel, start, end, d.state.clone());
+                    ranges.push((start, end));
                     start = id;
                     end = id;
                 }
             }
-            send_settle(ctx.out, self.channel, start, end, d.state.clone());
+            ranges.push((start, end));
+            for (first, last) in ranges {
+                match ticket {
+                    // The outcome changed stored messages: settle once that
+                    // is on disk, so an accepted message never comes back.
+                    Some(ticket) => self.stored_settles.push_back(StoredSettle {
+                        ticket,
+                        first,
+                        last,
+                        state: d.state.clone(),
+                    }),
+                    None => send_settle(ctx.out, self.channel, first, last, d.state.clone()),
+                }
+            }
         }
     }
 
@@ -204,7 +236,7 @@ impl Session {
 }
 
 /// Appends our disposition settling `first..=last` with `state`.
-fn send_settle(
+pub(super) fn send_settle(
     out: &mut Output,
     channel: u16,
     first: u32,

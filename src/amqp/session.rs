@@ -14,8 +14,10 @@ use fe2o3_amqp::types::performatives::{Begin, Disposition, End, Flow};
 use super::connection::{EngineConfig, Output};
 use super::error::cond;
 use super::link::{Link, LinkKind};
+use super::outgoing::{send_settle, StoredSettle};
 use super::outgoing::{OutDelivery, Pending};
-use crate::core::{Broker, ConsumerId, Outbox, OutboxItem};
+use crate::core::{Broker, ConsumerId, Outbox, OutboxItem, Persistence};
+use crate::store::{Journal, Ticket, TicketStatus};
 
 /// What a session needs from its connection while handling a frame.
 pub struct Ctx<'a> {
@@ -63,6 +65,12 @@ pub struct Session {
     pub(super) pending: VecDeque<Pending>,
     /// Incoming delivery ids to settle as accepted at the next flush.
     pub(super) accepted: Vec<u32>,
+    /// Incoming delivery ids to settle as accepted once their journal
+    /// ticket is durable (durable messages), in ticket order.
+    pub(super) stored_accepts: VecDeque<(Ticket, u32)>,
+    /// Our settlements of consumers' outcomes that wait for their journal
+    /// ticket (rcv-settle-mode second on stored messages), in ticket order.
+    pub(super) stored_settles: VecDeque<StoredSettle>,
     /// We sent End and wait for the peer's.
     pub(super) ending: bool,
 }
@@ -88,6 +96,8 @@ impl Session {
             unsettled: HashMap::new(),
             pending: VecDeque::new(),
             accepted: Vec::new(),
+            stored_accepts: VecDeque::new(),
+            stored_settles: VecDeque::new(),
             ending: false,
         };
         tracing::debug!(channel, remote_channel, "session begun");
@@ -233,23 +243,7 @@ impl Session {
         if self.ending {
             return;
         }
-        if !self.accepted.is_empty() {
-            let ids = std::mem::take(&mut self.accepted);
-            let mut start = ids[0];
-            let mut end = ids[0];
-            for &id in &ids[1..] {
-                if id == end.wrapping_add(1) {
-                    end = id;
-                } else {
-                    send_accepted(out, self.channel, start, end);
-                    start = id;
-                    end = id;
-                }
-            }
-            send_accepted(out, self.channel, start, end);
-            self.accepted = ids;
-            self.accepted.clear();
-        }
+        self.flush_accepted(out);
         let mut window_sent = false;
         for index in 0..self.links.len() {
             let Some(Some(link)) = self.links.get_mut(index) else {
@@ -277,19 +271,112 @@ impl Session {
         }
     }
 
-    /// Queues a delivery or flow update from the outbox for a link.
-    pub fn enqueue_outgoing(&mut self, handle: u32, item: OutboxItem) {
+    /// Sends what waited for the store: `accepted` for producers' durable
+    /// messages and our settlement of consumers' outcomes, up to the
+    /// journal's durable mark; a failed store rejects the producers'
+    /// messages. Returns the highest ticket still pending (0 if none).
+    pub fn settle_stored(&mut self, journal: &Journal, out: &mut Output) -> Ticket {
+        if self.ending {
+            return 0;
+        }
+        while let Some(&(ticket, delivery_id)) = self.stored_accepts.front() {
+            match journal.status(ticket) {
+                TicketStatus::Pending => break,
+                TicketStatus::Durable => self.accepted.push(delivery_id),
+                TicketStatus::Failed { full, reason } => {
+                    let e = if full {
+                        cond::resource_limit(format!("the store's disk is full: {reason}"))
+                    } else {
+                        cond::internal(format!("the message could not be stored: {reason}"))
+                    };
+                    send_rejected(out, self.channel, delivery_id, e);
+                }
+            }
+            self.stored_accepts.pop_front();
+        }
+        while let Some(front) = self.stored_settles.front() {
+            match journal.status(front.ticket) {
+                TicketStatus::Pending => break,
+                TicketStatus::Durable => {
+                    send_settle(
+                        out,
+                        self.channel,
+                        front.first,
+                        front.last,
+                        front.state.clone(),
+                    );
+                }
+                TicketStatus::Failed { reason, .. } => {
+                    // Not settled: the outcome may not survive a restart, so
+                    // the consumer must not take it as final.
+                    tracing::error!(channel = self.channel, reason = %reason, "consumer outcome not stored; left unsettled");
+                }
+            }
+            self.stored_settles.pop_front();
+        }
+        self.flush_accepted(out);
+        let a = self.stored_accepts.back().map_or(0, |(t, _)| *t);
+        let b = self.stored_settles.back().map_or(0, |s| s.ticket);
+        a.max(b)
+    }
+
+    /// Sends the batched `accepted` outcomes for producers, as ranges.
+    fn flush_accepted(&mut self, out: &mut Output) {
+        if self.accepted.is_empty() {
+            return;
+        }
+        let ids = std::mem::take(&mut self.accepted);
+        let mut start = ids[0];
+        let mut end = ids[0];
+        for &id in &ids[1..] {
+            if id == end.wrapping_add(1) {
+                end = id;
+            } else {
+                send_accepted(out, self.channel, start, end);
+                start = id;
+                end = id;
+            }
+        }
+        send_accepted(out, self.channel, start, end);
+        self.accepted = ids;
+        self.accepted.clear();
+    }
+
+    /// Queues a delivery or flow update from the outbox for a link. A
+    /// paged-out body is read back from the store first.
+    pub fn enqueue_outgoing(
+        &mut self,
+        handle: u32,
+        item: OutboxItem,
+        persistence: Option<&Persistence>,
+    ) {
         if self.ending {
             return;
         }
         match item {
-            OutboxItem::Deliver(d) => {
+            OutboxItem::Deliver(mut d) => {
                 let Some(Some(link)) = self.links.get(handle as usize) else {
                     return;
                 };
                 let LinkKind::Consumer(c) = &link.kind else {
                     return;
                 };
+                if let Some((queue, seq)) = d.paged.take() {
+                    match persistence.map(|p| p.load(queue, seq)) {
+                        Some(Ok(Some(m))) => d.message = Arc::new(m),
+                        other => {
+                            if !d.settled {
+                                tracing::error!(queue = c.queue.name(), seq, result = ?other, "paged-out message missing from the store; returned to the queue");
+                                let failed = crate::core::Outcome::Modified {
+                                    delivery_failed: true,
+                                    undeliverable_here: false,
+                                };
+                                let _ = c.queue.settle(c.consumer, &[d.delivery_id], failed);
+                            }
+                            return;
+                        }
+                    }
+                }
                 let delivery_id = self.next_delivery_id;
                 self.next_delivery_id = self.next_delivery_id.wrapping_add(1);
                 if !d.settled {

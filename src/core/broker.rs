@@ -10,10 +10,12 @@ use parking_lot::RwLock;
 
 use super::error::CoreError;
 use super::message::Message;
+use super::persist::{self, Persistence, QueueMeta};
 use super::queue_handle::Queue;
 use super::settings::QueueSettings;
 use super::topic::Topic;
 use super::ConsumerId;
+use crate::store::{Record, StoreError, Ticket};
 
 /// Which kind of node an address names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -34,8 +36,9 @@ pub enum Node {
 }
 
 impl Node {
-    /// Accepts a message into the node.
-    pub fn publish(&self, message: Arc<Message>) -> Result<(), CoreError> {
+    /// Accepts a message into the node. Returns the journal ticket to wait
+    /// for before the message counts as safe, when it was stored.
+    pub fn publish(&self, message: Arc<Message>) -> Result<Option<Ticket>, CoreError> {
         match self {
             Node::Queue(q) => q.publish(message),
             Node::Topic(t) => t.publish(message),
@@ -82,6 +85,8 @@ pub struct BrokerOptions {
     pub predeclared: Vec<String>,
     /// Settings by name.
     pub defaults: Arc<dyn NodeDefaults>,
+    /// The store, if durable queues and messages are persisted.
+    pub persistence: Option<Arc<Persistence>>,
 }
 
 impl Default for BrokerOptions {
@@ -90,6 +95,7 @@ impl Default for BrokerOptions {
             auto_create: true,
             predeclared: vec!["DLQ".to_string()],
             defaults: Arc::new(PlainDefaults),
+            persistence: None,
         }
     }
 }
@@ -120,32 +126,179 @@ pub struct Broker {
     me: Weak<Broker>,
 }
 
+/// What recovery found.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RecoveryReport {
+    /// Durable queues (subscriptions included) rebuilt.
+    pub queues: usize,
+    /// Messages put back.
+    pub messages: u64,
+    /// Of those, messages whose body stayed on disk (memory limit reached).
+    pub paged: u64,
+    /// Stored values that could not be read (logged; left in the store).
+    pub corrupt: u64,
+    /// How long it took.
+    pub duration: std::time::Duration,
+}
+
+/// Whether a new queue is persisted (if the broker has a store and the
+/// queue's settings say `durable`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Keep<'a> {
+    /// A queue or a dead-letter/expiry queue.
+    Queue,
+    /// A durable subscription on this topic.
+    Subscription(&'a str),
+    /// Dynamic nodes and non-durable subscriptions live with their link.
+    Never,
+}
+
 impl Broker {
-    /// A broker with the predeclared queues.
+    /// A broker with the predeclared queues and nothing recovered (see
+    /// [`Broker::open`] for a broker with a store).
     pub fn new(options: BrokerOptions) -> Arc<Self> {
-        Arc::new_cyclic(|me: &Weak<Broker>| {
-            let queues = options
-                .predeclared
-                .iter()
-                .map(|name| {
-                    let settings = options.defaults.queue_settings(name);
-                    (
-                        name.clone(),
-                        Arc::new(Queue::new(name.clone(), settings, me.clone())),
-                    )
-                })
-                .collect();
-            Self {
-                nodes: RwLock::new(Nodes {
-                    queues,
-                    ..Nodes::default()
-                }),
-                options,
-                next_consumer: AtomicU64::new(1),
-                next_name: AtomicU64::new(1),
-                me: me.clone(),
-            }
+        let broker = Self::empty(options);
+        broker.predeclare();
+        broker
+    }
+
+    /// A broker rebuilt from its store: durable queues with their settings,
+    /// durable subscriptions and their messages, in order; then the
+    /// predeclared queues that were not stored.
+    pub fn open(options: BrokerOptions) -> Result<(Arc<Self>, RecoveryReport), StoreError> {
+        let broker = Self::empty(options);
+        let report = broker.recover()?;
+        broker.predeclare();
+        Ok((broker, report))
+    }
+
+    /// A broker with no nodes.
+    fn empty(options: BrokerOptions) -> Arc<Self> {
+        Arc::new_cyclic(|me: &Weak<Broker>| Self {
+            nodes: RwLock::new(Nodes::default()),
+            options,
+            next_consumer: AtomicU64::new(1),
+            next_name: AtomicU64::new(1),
+            me: me.clone(),
         })
+    }
+
+    /// Creates the predeclared queues that do not exist yet.
+    fn predeclare(&self) {
+        let mut nodes = self.nodes.write();
+        for name in &self.options.predeclared {
+            if !nodes.queues.contains_key(name) {
+                let settings = self.options.defaults.queue_settings(name);
+                let queue = self.new_queue(name, settings, Keep::Queue);
+                nodes.queues.insert(name.clone(), queue);
+            }
+        }
+    }
+
+    /// The store link, if the broker has a store.
+    pub fn persistence(&self) -> Option<&Arc<Persistence>> {
+        self.options.persistence.as_ref()
+    }
+
+    /// A new queue; persisted (its record submitted to the journal) when the
+    /// broker has a store, the queue is durable and `keep` allows.
+    fn new_queue(&self, name: &str, settings: QueueSettings, keep: Keep<'_>) -> Arc<Queue> {
+        let persistence = self.options.persistence.clone();
+        let store_id = match (&persistence, keep) {
+            (Some(p), Keep::Queue | Keep::Subscription(_)) if settings.durable => {
+                let id = p.new_queue_id();
+                let meta = QueueMeta {
+                    name: name.to_string(),
+                    topic: match keep {
+                        Keep::Subscription(t) => Some(t.to_string()),
+                        _ => None,
+                    },
+                    settings: settings.clone(),
+                };
+                p.journal().submit([Record::PutQueue {
+                    id,
+                    meta: meta.encode(),
+                }]);
+                Some(id)
+            }
+            _ => None,
+        };
+        Arc::new(Queue::with_store(
+            name.to_string(),
+            settings,
+            self.me.clone(),
+            persistence,
+            store_id,
+        ))
+    }
+
+    /// Rebuilds stored queues and subscriptions, then their messages (with
+    /// the registry unlocked: a message that expired meanwhile is routed).
+    fn recover(&self) -> Result<RecoveryReport, StoreError> {
+        let Some(p) = self.options.persistence.clone() else {
+            return Ok(RecoveryReport::default());
+        };
+        let started = std::time::Instant::now();
+        let store = Arc::clone(p.journal().store());
+        let mut report = RecoveryReport::default();
+        let mut rebuilt = Vec::new();
+        {
+            let mut nodes = self.nodes.write();
+            for (id, meta) in store.queues()? {
+                p.saw_queue_id(id);
+                let meta = match QueueMeta::decode(&meta) {
+                    Ok(meta) => meta,
+                    Err(e) => {
+                        tracing::error!(id, error = %e, "stored queue unreadable: skipped");
+                        report.corrupt += 1;
+                        continue;
+                    }
+                };
+                let queue = Arc::new(Queue::with_store(
+                    meta.name.clone(),
+                    meta.settings,
+                    self.me.clone(),
+                    Some(Arc::clone(&p)),
+                    Some(id),
+                ));
+                if let Some(topic_name) = &meta.topic {
+                    let topic = nodes
+                        .topics
+                        .entry(topic_name.clone())
+                        .or_insert_with(|| Arc::new(Topic::new(topic_name.clone())));
+                    queue.set_origin(topic_name);
+                    topic.add_subscription(Arc::clone(&queue));
+                    nodes
+                        .durable
+                        .insert(meta.name.clone(), (topic_name.clone(), Arc::clone(&queue)));
+                }
+                nodes.queues.insert(meta.name, Arc::clone(&queue));
+                rebuilt.push((id, queue));
+            }
+        }
+        report.queues = rebuilt.len();
+        for (id, queue) in rebuilt {
+            store.messages(id, &mut |m| {
+                match persist::decode_entry(m.value, !p.over_limit()) {
+                    Ok(mut entry) => {
+                        if let Some(count) = m.count {
+                            entry.delivery_count = count;
+                        }
+                        if entry.message.bare.is_empty() && entry.size > 0 {
+                            report.paged += 1;
+                        }
+                        queue.restore(m.seq, entry);
+                        report.messages += 1;
+                    }
+                    Err(e) => {
+                        tracing::error!(queue = queue.name(), seq = m.seq, error = %e, "stored message unreadable: skipped");
+                        report.corrupt += 1;
+                    }
+                }
+            })?;
+        }
+        report.duration = started.elapsed();
+        Ok(report)
     }
 
     /// The queue of that name with default settings, created if
@@ -208,11 +361,7 @@ impl Broker {
                         })?;
                 }
                 tracing::info!(queue = name, "queue created");
-                let q = Arc::new(Queue::new(
-                    name.to_string(),
-                    queue_settings,
-                    self.me.clone(),
-                ));
+                let q = self.new_queue(name, queue_settings, Keep::Queue);
                 nodes.queues.insert(name.to_string(), Arc::clone(&q));
                 Ok(Node::Queue(q))
             }
@@ -244,27 +393,27 @@ impl Broker {
     }
 
     /// Routes a message to an address (anonymous relay).
-    pub fn route(&self, address: &str, message: Arc<Message>) -> Result<(), CoreError> {
+    pub fn route(&self, address: &str, message: Arc<Message>) -> Result<Option<Ticket>, CoreError> {
         self.resolve(address, None, &[])?.publish(message)
     }
 
     /// Moves a message to a dead-letter or expiry address: the queue is
     /// created if missing, whatever auto-create says, and its limits do not
-    /// refuse the message, so nothing is lost.
-    pub fn forward(&self, address: &str, message: Message) {
+    /// refuse the message, so nothing is lost. Returns the journal ticket of
+    /// its record there, if stored.
+    pub fn forward(&self, address: &str, message: Message) -> Option<Ticket> {
         let existing = self.nodes.read().queues.get(address).cloned();
         let queue = existing.unwrap_or_else(|| {
             let mut nodes = self.nodes.write();
+            if let Some(q) = nodes.queues.get(address) {
+                return Arc::clone(q);
+            }
             let settings = self.options.defaults.queue_settings(address);
-            let me = self.me.clone();
-            Arc::clone(
-                nodes
-                    .queues
-                    .entry(address.to_string())
-                    .or_insert_with(|| Arc::new(Queue::new(address.to_string(), settings, me))),
-            )
+            let q = self.new_queue(address, settings, Keep::Queue);
+            nodes.queues.insert(address.to_string(), Arc::clone(&q));
+            q
         });
-        queue.publish_forced(Arc::new(message));
+        queue.publish_forced(Arc::new(message))
     }
 
     /// A subscription queue on a topic. A durable one is found again by its
@@ -294,7 +443,11 @@ impl Broker {
             ),
         };
         let settings = self.options.defaults.queue_settings(topic.name());
-        let queue = Arc::new(Queue::new(queue_name.clone(), settings, self.me.clone()));
+        let keep = match durable_name {
+            Some(_) => Keep::Subscription(topic.name()),
+            None => Keep::Never,
+        };
+        let queue = self.new_queue(&queue_name, settings, keep);
         queue.set_origin(topic.name());
         topic.add_subscription(Arc::clone(&queue));
         nodes.queues.insert(queue_name.clone(), Arc::clone(&queue));
@@ -326,7 +479,7 @@ impl Broker {
     pub fn create_dynamic_queue(&self) -> Arc<Queue> {
         let name = format!("dynamic-{}", uuid::Uuid::new_v4());
         let settings = self.options.defaults.queue_settings(&name);
-        let queue = Arc::new(Queue::new(name.clone(), settings, self.me.clone()));
+        let queue = self.new_queue(&name, settings, Keep::Never);
         self.nodes.write().queues.insert(name, Arc::clone(&queue));
         queue
     }
@@ -351,6 +504,9 @@ impl Broker {
             topic.remove_subscription(queue);
         }
         queue.delete();
+        if let (Some(p), Some(id)) = (&self.options.persistence, queue.store_id()) {
+            p.journal().submit([Record::DeleteQueue { id }]);
+        }
     }
 
     /// An existing queue, never created.

@@ -42,6 +42,15 @@ pub enum CoreError {
         /// The delivery id.
         delivery_id: u64,
     },
+    /// A durable message cannot be stored: the store failed (poisoned until
+    /// restart) or its disk is full.
+    #[error("cannot store the message: {reason}")]
+    Store {
+        /// The disk is full (a resource limit), not broken.
+        full: bool,
+        /// What the store said.
+        reason: String,
+    },
     /// A call named a consumer the queue does not know.
     #[error("unknown consumer {consumer:?}")]
     UnknownConsumer {

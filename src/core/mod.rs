@@ -9,11 +9,14 @@
 //! - `message`: a message as bytes plus routing fields.
 //! - `error`: core errors.
 //! - `settings`: per-queue settings (from the config or `queue.*` options).
+//! - `persist`: what is stored (message and queue encodings), the memory
+//!   gauge that pages durable bodies out, and recovery.
 
 pub mod broker;
 pub mod error;
 pub mod message;
 pub mod outbox;
+pub mod persist;
 pub mod queue;
 pub mod queue_handle;
 pub mod settings;
@@ -23,6 +26,7 @@ pub use broker::{Broker, BrokerOptions, Node, NodeDefaults, NodeKind, PlainDefau
 pub use error::CoreError;
 pub use message::{AnnotationValue, HeaderFields, Message, RoutingFields};
 pub use outbox::{Delivery, FlowState, Outbox, OutboxItem};
+pub use persist::Persistence;
 pub use queue::{ConsumerOptions, Outcome};
 pub use queue_handle::{now_ms, Queue, QueueStats};
 pub use topic::Topic;

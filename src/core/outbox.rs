@@ -42,6 +42,9 @@ pub struct Delivery {
     pub first_acquirer: bool,
     /// The consumer link is pre-settled: the queue already forgot the message.
     pub settled: bool,
+    /// The message's body is paged out: (queue id, seq) to read it from the
+    /// store before sending (the connection does, outside the queue's lock).
+    pub paged: Option<(u64, u64)>,
 }
 
 /// Sender-side flow state of a consumer link (AMQP link flow control, in
@@ -97,5 +100,16 @@ impl Outbox {
     /// Resolves when items may be waiting.
     pub async fn notified(&self) {
         self.notify.notified().await
+    }
+
+    /// Wakes the connection without an item (store tickets completed).
+    pub fn wake(&self) {
+        self.notify.notify_one();
+    }
+}
+
+impl crate::store::Wake for Outbox {
+    fn wake(&self) {
+        Outbox::wake(self);
     }
 }

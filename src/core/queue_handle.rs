@@ -14,9 +14,11 @@ use super::broker::Broker;
 use super::error::CoreError;
 use super::message::Message;
 use super::outbox::{Outbox, OutboxItem};
+use super::persist::{Persistence, StoredEntry};
 use super::queue::{Action, ConsumerOptions, Counters, Outcome, QueueState};
 use super::settings::QueueSettings;
 use super::ConsumerId;
+use crate::store::{Record, Ticket};
 
 /// Milliseconds since the epoch (the time base of AMQP timestamps).
 pub fn now_ms() -> u64 {
@@ -36,6 +38,10 @@ pub struct Queue {
     inner: Mutex<Inner>,
     /// Where dead-lettered and expired messages are routed.
     broker: Weak<Broker>,
+    /// The store link, if the broker has a store.
+    persistence: Option<Arc<Persistence>>,
+    /// The queue's id in the store, if it is durable.
+    store_id: Option<u64>,
 }
 
 /// What the lock protects.
@@ -51,17 +57,32 @@ struct Inner {
     deleted: bool,
 }
 
+/// A message to move elsewhere once the queue's lock is released, and the
+/// record that removes it here once it is stored there.
+type Forward = (String, Message, Option<Record>);
+
 impl Inner {
-    /// Carries out the actions the state machine decided; returns the
-    /// messages to route elsewhere once the lock is released.
-    fn apply(&mut self) -> Vec<(String, Message)> {
+    /// Carries out the actions the state machine decided: deliveries to
+    /// outboxes, records to the journal (one submission, in order). Returns
+    /// the journal ticket and the messages to route elsewhere once the lock
+    /// is released.
+    fn apply(&mut self, persistence: Option<&Persistence>) -> (Option<Ticket>, Vec<Forward>) {
         let mut forwards = Vec::new();
+        let mut records = Vec::new();
         for action in self.actions.drain(..) {
             let (consumer, item) = match action {
                 Action::Deliver(d) => (d.consumer, OutboxItem::Deliver(d)),
                 Action::Flow(f) => (f.consumer, OutboxItem::Flow(f)),
-                Action::Forward { address, message } => {
-                    forwards.push((address, message));
+                Action::Forward {
+                    address,
+                    message,
+                    release,
+                } => {
+                    forwards.push((address, message, release));
+                    continue;
+                }
+                Action::Store(record) => {
+                    records.push(record);
                     continue;
                 }
             };
@@ -69,7 +90,11 @@ impl Inner {
                 outbox.push(item);
             }
         }
-        forwards
+        let ticket = match persistence {
+            Some(p) if !records.is_empty() => Some(p.journal().submit(records)),
+            _ => None,
+        };
+        (ticket, forwards)
     }
 }
 
@@ -89,9 +114,25 @@ pub struct QueueStats {
 impl Queue {
     /// An empty queue.
     pub fn new(name: String, settings: QueueSettings, broker: Weak<Broker>) -> Self {
+        Self::with_store(name, settings, broker, None, None)
+    }
+
+    /// An empty queue linked to the broker's store: with a `store_id`, its
+    /// durable messages are persisted.
+    pub fn with_store(
+        name: String,
+        settings: QueueSettings,
+        broker: Weak<Broker>,
+        persistence: Option<Arc<Persistence>>,
+        store_id: Option<u64>,
+    ) -> Self {
+        let mut state = QueueState::new(name.clone(), settings.clone());
+        if let Some(p) = &persistence {
+            state.set_persistence(store_id, Arc::clone(p));
+        }
         Self {
             inner: Mutex::new(Inner {
-                state: QueueState::new(name.clone(), settings.clone()),
+                state,
                 outboxes: HashMap::new(),
                 actions: Vec::new(),
                 deleted: false,
@@ -99,7 +140,14 @@ impl Queue {
             name,
             settings,
             broker,
+            persistence,
+            store_id,
         }
+    }
+
+    /// The queue's id in the store, if its durable messages are persisted.
+    pub fn store_id(&self) -> Option<u64> {
+        self.store_id
     }
 
     /// The queue's name.
@@ -113,39 +161,66 @@ impl Queue {
     }
 
     /// Runs a decision under the lock, applies it, then routes what moved.
-    fn with_state<R>(&self, f: impl FnOnce(&mut QueueState, &mut Vec<Action>) -> R) -> R {
-        let (result, forwards) = {
+    /// Also returns the journal ticket covering every record it wrote.
+    fn with_state<R>(
+        &self,
+        f: impl FnOnce(&mut QueueState, &mut Vec<Action>) -> R,
+    ) -> (R, Option<Ticket>) {
+        let (result, mut ticket, forwards) = {
             let mut inner = self.inner.lock();
             let inner = &mut *inner;
             inner.state.set_now(now_ms());
             let result = f(&mut inner.state, &mut inner.actions);
-            (result, inner.apply())
+            let (ticket, forwards) = inner.apply(self.persistence.as_deref());
+            (result, ticket, forwards)
         };
         if !forwards.is_empty() {
             if let Some(broker) = self.broker.upgrade() {
-                for (address, message) in forwards {
-                    broker.forward(&address, message);
+                for (address, message, release) in forwards {
+                    let stored = broker.forward(&address, message);
+                    ticket = ticket.max(stored);
+                    if let (Some(record), Some(p)) = (release, &self.persistence) {
+                        ticket = ticket.max(Some(p.journal().submit([record])));
+                    }
                 }
             }
         }
-        result
+        (result, ticket)
     }
 
     /// Accepts a message. Refused when a limit with `overflow = reject` is
-    /// reached, or when the queue was deleted.
-    pub fn publish(&self, message: Arc<Message>) -> Result<(), CoreError> {
+    /// reached, when the queue was deleted, or when a durable message cannot
+    /// be stored (the store failed, or its disk is full). Returns the
+    /// journal ticket to wait for when the message was persisted.
+    pub fn publish(&self, message: Arc<Message>) -> Result<Option<Ticket>, CoreError> {
         if self.inner.lock().deleted {
             return Err(CoreError::NotFound {
                 address: self.name.clone(),
             });
         }
-        self.with_state(|s, a| s.enqueue(message, a))
+        if let (Some(p), Some(_), true) = (&self.persistence, self.store_id, message.header.durable)
+        {
+            p.journal()
+                .check_accepting()
+                .map_err(|e| CoreError::Store {
+                    full: e.is_full(),
+                    reason: e.to_string(),
+                })?;
+        }
+        let (result, ticket) = self.with_state(|s, a| s.enqueue(message, a));
+        result.map(|()| ticket)
     }
 
     /// Accepts a message moved here by the broker (dead-letter, expiry),
-    /// ignoring `overflow = reject` so the move never loses it.
-    pub(crate) fn publish_forced(&self, message: Arc<Message>) {
-        self.with_state(|s, a| s.enqueue_forced(message, a));
+    /// ignoring `overflow = reject` so the move never loses it. Returns the
+    /// journal ticket of its record, if stored.
+    pub(crate) fn publish_forced(&self, message: Arc<Message>) -> Option<Ticket> {
+        self.with_state(|s, a| s.enqueue_forced(message, a)).1
+    }
+
+    /// Puts back a message read from the store at recovery.
+    pub(crate) fn restore(&self, seq: u64, stored: StoredEntry) {
+        self.with_state(|s, a| s.restore(seq, stored, a));
     }
 
     /// Attaches a consumer whose deliveries go to `outbox`.
@@ -157,7 +232,7 @@ impl Queue {
 
     /// Detaches a consumer; its unsettled messages return in order.
     pub fn detach_consumer(&self, id: ConsumerId) {
-        self.with_state(|s, a| s.remove_consumer(id, a));
+        let _ = self.with_state(|s, a| s.remove_consumer(id, a));
         self.inner.lock().outboxes.remove(&id);
     }
 
@@ -171,15 +246,18 @@ impl Queue {
         echo: bool,
     ) -> Result<(), CoreError> {
         self.with_state(|s, a| s.flow(id, delivery_count, credit, drain, echo, a))
+            .0
     }
 
-    /// Settles deliveries of one consumer with one outcome.
+    /// Settles deliveries of one consumer with one outcome. Returns the
+    /// journal ticket to wait for before telling the consumer the outcome
+    /// is final (its records, when the messages were stored).
     pub fn settle(
         &self,
         consumer: ConsumerId,
         delivery_ids: &[u64],
         outcome: Outcome,
-    ) -> Result<(), CoreError> {
+    ) -> (Result<(), CoreError>, Option<Ticket>) {
         self.with_state(|s, a| {
             let mut result = Ok(());
             for &delivery_id in delivery_ids {
@@ -193,19 +271,20 @@ impl Queue {
 
     /// Expires what is due (the broker's timer calls this).
     pub fn expire_due(&self) {
-        self.with_state(|s, a| s.expire_due(a));
+        let _ = self.with_state(|s, a| s.expire_due(a));
     }
 
     /// Removes every ready message; returns how many.
     pub fn purge(&self) -> usize {
-        self.inner.lock().state.purge()
+        self.with_state(|s, a| s.purge(a)).0
     }
 
-    /// Marks the queue deleted and drops its messages.
+    /// Marks the queue deleted and drops its messages (the broker removes
+    /// its store records with the queue's own).
     pub(crate) fn delete(&self) {
         let mut inner = self.inner.lock();
         inner.deleted = true;
-        inner.state.purge();
+        inner.state.discard_all();
     }
 
     /// Sets the address named in `x-opt-original-address`.

@@ -7,6 +7,7 @@ use parking_lot::RwLock;
 use super::error::CoreError;
 use super::message::Message;
 use super::queue_handle::Queue;
+use crate::store::Ticket;
 
 /// A topic and its subscriptions.
 #[derive(Debug)]
@@ -35,12 +36,18 @@ impl Topic {
     /// subscriber is dropped, as a topic does. If a subscription refuses it
     /// (full, `overflow = reject`), the publish is refused, as RabbitMQ does;
     /// the other subscriptions keep their copy.
-    pub fn publish(&self, message: Arc<Message>) -> Result<(), CoreError> {
+    /// Returns the highest journal ticket of the copies that were stored.
+    pub fn publish(&self, message: Arc<Message>) -> Result<Option<Ticket>, CoreError> {
         let subscriptions = self.subscriptions.read().clone();
-        let mut result = Ok(());
+        let mut result = Ok(None);
         for queue in subscriptions {
-            if let Err(e) = queue.publish(Arc::clone(&message)) {
-                result = Err(e);
+            match queue.publish(Arc::clone(&message)) {
+                Ok(t) => {
+                    if let Ok(best) = &mut result {
+                        *best = (*best).max(t);
+                    }
+                }
+                Err(e) => result = Err(e),
             }
         }
         result

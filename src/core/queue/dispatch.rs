@@ -101,15 +101,28 @@ impl QueueState {
         entry.acquired = true;
         let settled = consumer.options.presettled;
         let id = consumer.id;
+        // A pre-settled delivery leaves the queue (and the store) now, so a
+        // paged-out body is read before that; otherwise the connection
+        // reads it when it sends the transfer.
+        let (message, paged) = if settled {
+            (self.full_message(&entry), None)
+        } else {
+            (Arc::clone(&entry.message), self.paged_ref(&entry))
+        };
         actions.push(Action::Deliver(Delivery {
             consumer: id,
             delivery_id,
-            message: Arc::clone(&entry.message),
+            message,
             delivery_count: entry.delivery_count,
             first_acquirer,
             settled,
+            paged,
         }));
-        if !settled {
+        if settled {
+            if let Some(r) = self.retire(&entry) {
+                actions.push(Action::Store(r));
+            }
+        } else {
             self.unacked.insert(
                 delivery_id,
                 super::Unacked {
@@ -118,6 +131,12 @@ impl QueueState {
                 },
             );
         }
+    }
+
+    /// Where a paged-out entry's body is stored.
+    fn paged_ref(&self, entry: &super::Entry) -> Option<(u64, u64)> {
+        entry.paged.then_some(())?;
+        self.store_id.map(|q| (q, entry.seq))
     }
 
     /// Browsers with credit see the next messages after where they were,
@@ -135,6 +154,7 @@ impl QueueState {
             let mut credit = consumer.credit;
             let mut last = consumer.browsed_to;
             let now = self.now;
+            let store_id = self.store_id;
             for (key, entry) in self.ready.range((start, Bound::Unbounded)) {
                 if credit == 0 {
                     break;
@@ -153,6 +173,7 @@ impl QueueState {
                     delivery_count: entry.delivery_count,
                     first_acquirer: false,
                     settled: true,
+                    paged: store_id.filter(|_| entry.paged).map(|q| (q, entry.seq)),
                 }));
             }
             let consumer = &mut self.consumers[index];

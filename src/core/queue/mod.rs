@@ -16,8 +16,10 @@ use std::sync::Arc;
 use super::error::CoreError;
 use super::message::Message;
 use super::outbox::{Delivery, FlowState};
+use super::persist::{self, Persistence};
 use super::settings::{OverflowPolicy, QueueSettings};
 use super::ConsumerId;
+use crate::store::Record;
 
 /// What a queue decided; the owner performs it after the decision.
 #[derive(Debug)]
@@ -32,7 +34,12 @@ pub enum Action {
         address: String,
         /// The message, annotated with why.
         message: Message,
+        /// The store record removing it here, submitted only after the
+        /// destination stored it, so a crash in between never loses it.
+        release: Option<Record>,
     },
+    /// Persist a record (in the order decided).
+    Store(Record),
 }
 
 /// The consumer's verdict on a delivery, in protocol-neutral terms.
@@ -86,6 +93,12 @@ struct Entry {
     // One pointer instead of a Vec's three words in every queued entry.
     #[allow(clippy::box_collection)]
     excluded: Option<Box<Vec<ConsumerId>>>,
+    /// Bytes of the message (kept here: a paged-out message holds none).
+    size: u32,
+    /// The message is in the store (durable message on a durable queue).
+    persisted: bool,
+    /// Its body is not in memory: read back from the store on delivery.
+    paged: bool,
 }
 
 impl Entry {
@@ -163,6 +176,10 @@ pub struct QueueState {
     now: u64,
     /// Counters.
     counters: Counters,
+    /// The queue's id in the store, if it is durable and there is a store.
+    store_id: Option<u64>,
+    /// The broker's store link and memory gauge, if there is a store.
+    persistence: Option<Arc<Persistence>>,
 }
 
 impl QueueState {
@@ -183,7 +200,21 @@ impl QueueState {
             next_delivery_id: 0,
             now: 0,
             counters: Counters::default(),
+            store_id: None,
+            persistence: None,
         }
+    }
+
+    /// Connects the queue to the broker's store: `store_id` when the queue
+    /// is durable (its durable messages are persisted), and the memory gauge.
+    pub fn set_persistence(&mut self, store_id: Option<u64>, persistence: Arc<Persistence>) {
+        self.store_id = store_id;
+        self.persistence = Some(persistence);
+    }
+
+    /// The queue's id in the store, if its durable messages are persisted.
+    pub fn store_id(&self) -> Option<u64> {
+        self.store_id
     }
 
     /// Sets the address put in `x-opt-original-address` (a subscription's topic).
@@ -247,17 +278,90 @@ impl QueueState {
         let seq = self.next_seq;
         self.next_seq += 1;
         let delivery_count = message.header.delivery_count;
-        let entry = Entry {
-            seq,
-            message,
-            delivery_count,
-            acquired: false,
-            expires_at,
-            excluded: None,
-        };
+        let entry = self.new_entry(seq, message, delivery_count, expires_at, false, actions);
         self.insert(entry, actions);
         self.dispatch(actions);
         Ok(())
+    }
+
+    /// A new entry: persisted if durable here, paged out if memory is over
+    /// its limit (durable ones only), counted in the memory gauge otherwise.
+    fn new_entry(
+        &mut self,
+        seq: u64,
+        message: Arc<Message>,
+        delivery_count: u32,
+        expires_at: Option<u64>,
+        acquired: bool,
+        actions: &mut Vec<Action>,
+    ) -> Entry {
+        let size = message.size();
+        let persisted = message.header.durable && self.store_id.is_some();
+        if let (true, Some(queue)) = (persisted, self.store_id) {
+            actions.push(Action::Store(Record::Put {
+                queue,
+                seq,
+                value: persist::encode_entry(&message, delivery_count, expires_at),
+            }));
+        }
+        let in_memory = self
+            .persistence
+            .as_ref()
+            .is_none_or(|p| p.admit(size, persisted));
+        let message = if in_memory {
+            message
+        } else {
+            Arc::new(slim(&message))
+        };
+        Entry {
+            seq,
+            message,
+            delivery_count,
+            acquired,
+            expires_at,
+            excluded: None,
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+            persisted,
+            paged: !in_memory,
+        }
+    }
+
+    /// Puts back a message read from the store at recovery (no dispatch:
+    /// nothing is attached yet). It counts as acquired before: a consumer
+    /// may have had it when the broker stopped. Its body is dropped again
+    /// if memory is over the limit.
+    pub fn restore(&mut self, seq: u64, stored: persist::StoredEntry, actions: &mut Vec<Action>) {
+        let size = stored.size;
+        let paged = stored.message.bare.is_empty() && size > 0;
+        let in_memory = !paged
+            && self
+                .persistence
+                .as_ref()
+                .is_none_or(|p| p.admit(size, true));
+        let message = if in_memory {
+            stored.message
+        } else {
+            slim(&stored.message)
+        };
+        let entry = Entry {
+            seq,
+            message: Arc::new(message),
+            delivery_count: stored.delivery_count,
+            acquired: true,
+            expires_at: stored.expires_at,
+            excluded: None,
+            size: u32::try_from(size).unwrap_or(u32::MAX),
+            persisted: true,
+            paged: !in_memory,
+        };
+        self.next_seq = self.next_seq.max(seq + 1);
+        // A message that expired while the broker was down expires now.
+        self.insert(entry, actions);
+    }
+
+    /// Whether memory is over the limit, so recovery need not keep bodies.
+    pub fn memory_full(&self) -> bool {
+        self.persistence.as_ref().is_some_and(|p| p.over_limit())
     }
 
     /// Like [`Self::enqueue`], but over any limit: a message the broker
@@ -305,10 +409,11 @@ impl QueueState {
                     let Some(entry) = oldest.and_then(|k| self.remove_ready(&k)) else {
                         break;
                     };
-                    drop(entry);
+                    if let Some(r) = self.retire(&entry) {
+                        actions.push(Action::Store(r));
+                    }
                     self.counters.dropped += 1;
                 }
-                let _ = actions;
                 Ok(())
             }
         }
@@ -401,7 +506,11 @@ impl QueueState {
         };
         let entry = unacked.entry;
         match outcome {
-            Outcome::Accepted => {}
+            Outcome::Accepted => {
+                if let Some(r) = self.retire(&entry) {
+                    actions.push(Action::Store(r));
+                }
+            }
             Outcome::Rejected => self.dead_letter(entry, "rejected", actions),
             Outcome::Released => {
                 self.give_back(entry, false, None, actions);
@@ -439,12 +548,69 @@ impl QueueState {
     }
 
     /// Removes every ready message; returns how many.
-    pub fn purge(&mut self) -> usize {
+    pub fn purge(&mut self, actions: &mut Vec<Action>) -> usize {
         let n = self.ready.len();
-        self.ready.clear();
+        let ready = std::mem::take(&mut self.ready);
+        for entry in ready.into_values() {
+            if let Some(r) = self.retire(&entry) {
+                actions.push(Action::Store(r));
+            }
+        }
         self.ready_bytes = 0;
         self.expiries.clear();
         n
+    }
+
+    /// Drops every message because the queue itself is deleted (its store
+    /// records go with the queue's own record).
+    pub fn discard_all(&mut self) {
+        let ready = std::mem::take(&mut self.ready);
+        let unacked = std::mem::take(&mut self.unacked);
+        for entry in ready
+            .into_values()
+            .chain(unacked.into_values().map(|u| u.entry))
+        {
+            self.retire(&entry);
+        }
+        self.ready_bytes = 0;
+        self.expiries.clear();
+    }
+
+    /// A message leaves the queue for good: it no longer counts in memory,
+    /// and the record that removes it from the store, if it is stored.
+    fn retire(&self, entry: &Entry) -> Option<Record> {
+        if let Some(p) = &self.persistence {
+            if !entry.paged {
+                p.release(entry.size as usize);
+            }
+        }
+        match (entry.persisted, self.store_id) {
+            (true, Some(queue)) => Some(Record::Delete {
+                queue,
+                seq: entry.seq,
+                counted: entry.delivery_count > entry.message.header.delivery_count,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The whole message of an entry: read back from the store if its body
+    /// is paged out (for the rare paths that move a message elsewhere).
+    fn full_message(&self, entry: &Entry) -> Arc<Message> {
+        if !entry.paged {
+            return Arc::clone(&entry.message);
+        }
+        let loaded = match (&self.persistence, self.store_id) {
+            (Some(p), Some(queue)) => p.load(queue, entry.seq),
+            _ => Ok(None),
+        };
+        match loaded {
+            Ok(Some(m)) => Arc::new(m),
+            other => {
+                tracing::error!(queue = %self.name, seq = entry.seq, result = ?other.err(), "paged-out message body not found in the store");
+                Arc::clone(&entry.message)
+            }
+        }
     }
 
     /// A message returns from a consumer: counted as a failed attempt if
@@ -464,6 +630,13 @@ impl QueueState {
                 self.dead_letter(entry, "max-delivery-attempts exceeded", actions);
                 return;
             }
+            if let (true, Some(queue)) = (entry.persisted, self.store_id) {
+                actions.push(Action::Store(Record::SetCount {
+                    queue,
+                    seq: entry.seq,
+                    count: entry.delivery_count,
+                }));
+            }
         }
         if let Some(c) = exclude {
             entry.excluded.get_or_insert_with(Default::default).push(c);
@@ -481,14 +654,14 @@ impl QueueState {
         if let Some(at) = entry.expires_at {
             self.expiries.push(Reverse((at, key)));
         }
-        self.ready_bytes += entry.message.size();
+        self.ready_bytes += entry.size as usize;
         self.ready.insert(key, entry);
     }
 
     /// Takes an entry out of the ready set.
     fn remove_ready(&mut self, key: &Key) -> Option<Entry> {
         let entry = self.ready.remove(key)?;
-        self.ready_bytes -= entry.message.size();
+        self.ready_bytes -= entry.size as usize;
         Some(entry)
     }
 
@@ -497,50 +670,69 @@ impl QueueState {
         use super::message::AnnotationValue::String as S;
         let address = self.settings.dead_letter_address.clone();
         self.counters.dead_lettered += 1;
+        let full = self.full_message(&entry);
+        let release = self.retire(&entry);
         if address == self.name {
             // The dead-letter queue itself (or a queue that is its own
             // dead-letter address): never lose the message. It goes to the
             // back of this queue, so it does not block the ones behind it.
             tracing::info!(queue = %self.name, reason, "dead-lettered within its own queue: moved to the back");
-            let mut entry = entry;
-            entry.seq = self.next_seq;
+            let message = full.with_annotation("x-opt-dead-letter-reason", S(reason.to_string()));
+            let seq = self.next_seq;
             self.next_seq += 1;
-            entry.excluded = None;
-            let message = entry
-                .message
-                .with_annotation("x-opt-dead-letter-reason", S(reason.to_string()));
-            entry.message = Arc::new(message);
-            self.insert(entry, actions);
+            let moved = self.new_entry(
+                seq,
+                Arc::new(message),
+                entry.delivery_count,
+                entry.expires_at,
+                entry.acquired,
+                actions,
+            );
+            // Stored at its new position before it leaves the old one.
+            if let Some(r) = release {
+                actions.push(Action::Store(r));
+            }
+            self.insert(moved, actions);
             return;
         }
-        let mut message = entry
-            .message
+        let mut message = full
             .with_annotation("x-opt-dead-letter-reason", S(reason.to_string()))
             .with_annotation("x-opt-original-address", S(self.origin.clone()));
         message.header.delivery_count = entry.delivery_count;
-        actions.push(Action::Forward { address, message });
+        actions.push(Action::Forward {
+            address,
+            message,
+            release,
+        });
     }
 
     /// Drops an expired message, or moves it to the expiry address.
     fn expire(&mut self, entry: Entry, actions: &mut Vec<Action>) {
         use super::message::AnnotationValue::String as S;
         self.counters.expired += 1;
-        let Some(address) = self.settings.expiry_address.clone() else {
-            return;
+        let address = match self.settings.expiry_address.clone() {
+            Some(address) if address != self.name => address,
+            _ => {
+                if let Some(r) = self.retire(&entry) {
+                    actions.push(Action::Store(r));
+                }
+                return;
+            }
         };
-        if address == self.name {
-            return;
-        }
-        let mut message = entry
-            .message
-            .with_annotation("x-opt-original-address", S(self.origin.clone()));
+        let full = self.full_message(&entry);
+        let release = self.retire(&entry);
+        let mut message = full.with_annotation("x-opt-original-address", S(self.origin.clone()));
         // It expired here; it does not expire again where it goes.
         message.header.ttl = None;
         if let Some(r) = message.routing.as_mut() {
             r.absolute_expiry = None;
         }
         message.header.delivery_count = entry.delivery_count;
-        actions.push(Action::Forward { address, message });
+        actions.push(Action::Forward {
+            address,
+            message,
+            release,
+        });
     }
 
     /// The flow state of one consumer, as the protocol layer reports it.
@@ -556,6 +748,17 @@ impl QueueState {
                 available,
                 drain: c.drain,
             })
+    }
+}
+
+/// A message without its body: what a paged-out entry keeps in memory.
+fn slim(message: &Message) -> Message {
+    Message {
+        header: message.header,
+        routing: message.routing.clone(),
+        annotations: bytes::Bytes::new(),
+        broker_annotations: message.broker_annotations.clone(),
+        bare: bytes::Bytes::new(),
     }
 }
 

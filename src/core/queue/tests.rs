@@ -259,7 +259,9 @@ fn forwards(actions: &mut Vec<Action>) -> Vec<(String, Message)> {
     actions
         .drain(..)
         .filter_map(|a| match a {
-            Action::Forward { address, message } => Some((address, message)),
+            Action::Forward {
+                address, message, ..
+            } => Some((address, message)),
             _ => None,
         })
         .collect()
