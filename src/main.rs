@@ -233,12 +233,19 @@ fn shutdown_signal() -> std::io::Result<impl Future<Output = ()> + Send> {
 
 /// Logs to stderr, filtered by `RUST_LOG` when set, else by `logging.level`.
 fn init_tracing(logging: &LoggingConfig) -> anyhow::Result<()> {
-    let filter = match std::env::var("RUST_LOG") {
-        Ok(directives) if !directives.trim().is_empty() => {
-            EnvFilter::try_new(&directives).context("RUST_LOG is not a valid filter")?
-        }
-        _ => EnvFilter::try_new(&logging.level).context("logging.level is not a valid filter")?,
+    let (directives, source) = match std::env::var("RUST_LOG") {
+        Ok(directives) if !directives.trim().is_empty() => (directives, "RUST_LOG"),
+        _ => (logging.level.clone(), "logging.level"),
     };
+    let mut filter = EnvFilter::try_new(&directives)
+        .with_context(|| format!("{source} is not a valid filter"))?;
+    // The store engine narrates every recovery step at info; keep its
+    // warnings and errors unless the filter names it.
+    for quiet in ["fjall", "lsm_tree"] {
+        if !directives.contains(quiet) {
+            filter = filter.add_directive(format!("{quiet}=warn").parse()?);
+        }
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

@@ -377,3 +377,7 @@ mod tests {
         assert_eq!(QueueMeta::decode(&meta.encode()).unwrap(), meta);
     }
 }
+
+#[cfg(test)]
+#[path = "persist_tests.rs"]
+mod broker_tests;
