@@ -79,7 +79,9 @@ class Broker:
         return f"amqp://{user}:{password}@{self.address}"
 
     def start(self):
-        log = open(self.log_file, "wb")
+        # A broker killed with SIGKILL leaves its port file behind.
+        self.port_file.unlink(missing_ok=True)
+        log = open(self.log_file, "ab")
         self.proc = subprocess.Popen(
             [str(ordo_bin()), "run", "--listen", "127.0.0.1:0",
              "--port-file", str(self.port_file), "--data-dir", str(self.data_dir),
@@ -122,6 +124,22 @@ class Broker:
                 raise AssertionError(
                     f"broker logged nothing matching {pattern!r} within {timeout}s:\n{self.log()}")
             time.sleep(0.01)
+
+    def kill(self):
+        """SIGKILL, as a crash or a power cut would stop the broker."""
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def restart(self, crash=False):
+        """Stops the broker (SIGKILL if `crash`, else SIGTERM, which must exit
+        cleanly) and starts it again on the same data directory."""
+        if crash:
+            self.kill()
+        else:
+            problem = self.stop()
+            assert problem is None, problem
+        return self.start()
 
     def stop(self):
         """SIGTERM; returns None if the broker exited 0 in time, else a complaint."""

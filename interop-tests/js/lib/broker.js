@@ -61,7 +61,10 @@ class Broker {
   }
 
   async start() {
-    const log = fs.openSync(this.logFile, 'w');
+    // A broker killed with SIGKILL leaves its port file behind.
+    fs.rmSync(this.portFile, { force: true });
+    this.exited = null;
+    const log = fs.openSync(this.logFile, 'a');
     this.proc = spawn(ordoBin(), [
       'run', '--listen', '127.0.0.1:0', '--port-file', this.portFile,
       '--data-dir', path.join(this.dir, 'data'), '--config', this.configFile,
@@ -115,6 +118,15 @@ class Broker {
       }
       await sleep(10);
     }
+  }
+
+  // SIGKILL, as a crash would stop it; then starts it on the same data dir.
+  async crashAndRestart() {
+    if (!this.exited) {
+      this.proc.kill('SIGKILL');
+      await this.exitPromise;
+    }
+    return this.start();
   }
 
   // SIGTERM; throws unless the broker exits with status 0 in time.
