@@ -82,6 +82,18 @@ impl Track {
     }
 }
 
+/// A write to the messages keyspace, before the batch is built.
+enum Op<'a> {
+    /// A message.
+    Put([u8; 16], &'a Bytes),
+    /// A delivery count.
+    Count([u8; 17], u32),
+    /// A message's removal.
+    Remove([u8; 16]),
+    /// A delivery count's removal.
+    RemoveCount([u8; 17]),
+}
+
 /// Per-queue head tracking, touched only by the writer thread and recovery.
 #[derive(Debug, Default)]
 struct Heads {
@@ -199,6 +211,13 @@ impl FjallStore {
 
 impl Store for FjallStore {
     fn write(&self, batch: &[Record]) -> Result<(), StoreError> {
+        // Writes for the messages keyspace, cancellable: a message stored and
+        // removed within one batch (consumed within one fsync window, the
+        // common case under load) is never written at all. This also keeps
+        // one key from being written twice in one fjall batch, whose items
+        // share a sequence number.
+        let mut ops: Vec<Option<Op<'_>>> = Vec::with_capacity(batch.len());
+        let mut pending: HashMap<(u64, u64), Vec<usize>> = HashMap::new();
         let mut wb = self.db.batch();
         let mut heads = self.heads.lock();
         let mut touched: Vec<u64> = Vec::new();
@@ -214,32 +233,84 @@ impl Store for FjallStore {
                         let key = kv.key().map_err(map_err)?;
                         wb.remove(&self.messages, key);
                     }
+                    pending.retain(|(queue, _), indexes| {
+                        if queue == id {
+                            for &i in indexes.iter() {
+                                ops[i] = None;
+                            }
+                            false
+                        } else {
+                            true
+                        }
+                    });
                     heads.tracks.remove(id);
                     heads.next.remove(id);
                 }
                 Record::Put { queue, seq, value } => {
-                    wb.insert(&self.messages, message_key(*queue, *seq), value.as_ref());
+                    pending.entry((*queue, *seq)).or_default().push(ops.len());
+                    ops.push(Some(Op::Put(message_key(*queue, *seq), value)));
                     heads.tracks.entry(*queue).or_default().live.push_back(*seq);
                     let next = heads.next.entry(*queue).or_default();
                     *next = (*next).max(seq + 1);
                 }
                 Record::SetCount { queue, seq, count } => {
-                    wb.insert(&self.messages, count_key(*queue, *seq), count.to_be_bytes());
+                    let key = (*queue, *seq);
+                    // A count for a message put in this batch joins its put,
+                    // replacing an earlier count of this batch.
+                    if let Some(indexes) = pending.get_mut(&key) {
+                        let keep = usize::from(
+                            indexes
+                                .first()
+                                .is_some_and(|&i| matches!(ops[i], Some(Op::Put(..)))),
+                        );
+                        for i in indexes.drain(keep..) {
+                            ops[i] = None;
+                        }
+                        indexes.push(ops.len());
+                    } else {
+                        pending.entry(key).or_default().push(ops.len());
+                    }
+                    ops.push(Some(Op::Count(count_key(*queue, *seq), *count)));
                 }
                 Record::Delete {
                     queue,
                     seq,
                     counted,
                 } => {
-                    wb.remove(&self.messages, message_key(*queue, *seq));
-                    if *counted {
-                        wb.remove(&self.messages, count_key(*queue, *seq));
+                    match pending.remove(&(*queue, *seq)) {
+                        // Written in this batch: cancel those writes instead.
+                        Some(indexes)
+                            if indexes
+                                .first()
+                                .is_some_and(|&i| matches!(ops[i], Some(Op::Put(..)))) =>
+                        {
+                            for i in indexes {
+                                ops[i] = None;
+                            }
+                        }
+                        earlier => {
+                            for i in earlier.into_iter().flatten() {
+                                ops[i] = None;
+                            }
+                            ops.push(Some(Op::Remove(message_key(*queue, *seq))));
+                            if *counted {
+                                ops.push(Some(Op::RemoveCount(count_key(*queue, *seq))));
+                            }
+                        }
                     }
                     heads.tracks.entry(*queue).or_default().delete(*seq);
                     if !touched.contains(queue) {
                         touched.push(*queue);
                     }
                 }
+            }
+        }
+        for op in ops.into_iter().flatten() {
+            match op {
+                Op::Put(key, value) => wb.insert(&self.messages, key, value.as_ref()),
+                Op::Count(key, count) => wb.insert(&self.messages, key, count.to_be_bytes()),
+                Op::Remove(key) => wb.remove(&self.messages, key),
+                Op::RemoveCount(key) => wb.remove(&self.messages, key),
             }
         }
         for queue in touched {

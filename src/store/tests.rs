@@ -352,3 +352,89 @@ fn a_failed_fsync_poisons_the_journal() {
         journal.shutdown();
     }
 }
+
+/// Records for one key within one batch: put then delete leaves nothing;
+/// counts replace each other; a queue deleted in the batch of its puts
+/// leaves nothing. Checked after a reopen too (the journal replays batches).
+fn same_batch_body(store: &dyn Store) {
+    store
+        .write(&[
+            Record::PutQueue {
+                id: 1,
+                meta: Bytes::from_static(b"q1"),
+            },
+            Record::PutQueue {
+                id: 2,
+                meta: Bytes::from_static(b"q2"),
+            },
+            put(1, 0, "gone"),
+            Record::SetCount {
+                queue: 1,
+                seq: 0,
+                count: 1,
+            },
+            Record::Delete {
+                queue: 1,
+                seq: 0,
+                counted: true,
+            },
+            put(1, 1, "kept"),
+            Record::SetCount {
+                queue: 1,
+                seq: 1,
+                count: 1,
+            },
+            Record::SetCount {
+                queue: 1,
+                seq: 1,
+                count: 2,
+            },
+            put(2, 0, "queue gone"),
+            Record::DeleteQueue { id: 2 },
+        ])
+        .unwrap();
+    store.sync().unwrap();
+    store
+        .write(&[
+            Record::SetCount {
+                queue: 1,
+                seq: 1,
+                count: 3,
+            },
+            Record::SetCount {
+                queue: 1,
+                seq: 1,
+                count: 4,
+            },
+        ])
+        .unwrap();
+    store.sync().unwrap();
+    assert_eq!(all_messages(store, 1), vec![(1, "kept".into(), Some(4))]);
+    assert_eq!(store.read(1, 0).unwrap(), None);
+    assert!(all_messages(store, 2).is_empty());
+}
+
+#[test]
+fn memory_store_handles_one_key_twice_in_a_batch() {
+    same_batch_body(&MemoryStore::new());
+}
+
+#[test]
+fn fjall_store_handles_one_key_twice_in_a_batch() {
+    let dir = tempfile::tempdir().unwrap();
+    let crashed = tempfile::tempdir().unwrap();
+    {
+        let store = FjallStore::open(dir.path(), &FjallOptions::default()).unwrap();
+        same_batch_body(&store);
+        for p in walk(dir.path()) {
+            let to = crashed.path().join(p.strip_prefix(dir.path()).unwrap());
+            std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+            std::fs::copy(&p, &to).unwrap();
+        }
+    }
+    for path in [dir.path(), crashed.path()] {
+        let store = FjallStore::open(path, &FjallOptions::default()).unwrap();
+        assert_eq!(all_messages(&store, 1), vec![(1, "kept".into(), Some(4))]);
+        assert!(all_messages(&store, 2).is_empty());
+    }
+}
