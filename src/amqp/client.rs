@@ -288,6 +288,14 @@ impl ClientConn {
             desired_capabilities: None,
             properties: None,
         };
+        self.attach_link(attach).await
+    }
+
+    /// Sends an attach the caller built (settle modes, properties, filters)
+    /// and waits for the peer's. Returns the peer's attach; a refusal (null
+    /// source or target, then a detach) is [`ClientError::Refused`].
+    pub async fn attach_link(&mut self, attach: Attach) -> Result<Attach, ClientError> {
+        let role = attach.role.clone();
         self.out.frame(0, &attach);
         self.flush().await?;
         loop {

@@ -21,8 +21,62 @@ pub struct Broker {
     pub addr: SocketAddr,
     /// Its data directory and files (removed on drop).
     pub dir: tempfile::TempDir,
-    /// Everything it logged so far.
+    /// Everything it logged so far (every run, for a restarted broker).
     pub log: Arc<Mutex<String>>,
+    /// The config file it runs with (None: the built-in default).
+    config: Option<PathBuf>,
+}
+
+/// Runs `ordo run` on a free loopback port with its data in `dir/data`,
+/// appending its log to `log`; returns once it wrote its port file.
+fn spawn(dir: &Path, config: Option<&Path>, log: &Arc<Mutex<String>>) -> (Child, SocketAddr) {
+    let port_file = dir.join("port");
+    let _ = std::fs::remove_file(&port_file);
+    let mut command = Command::new(env!("CARGO_BIN_EXE_ordo"));
+    for (name, _) in std::env::vars() {
+        if name.starts_with("ORDO_") {
+            command.env_remove(name);
+        }
+    }
+    command
+        .arg("run")
+        .args(["--listen", "127.0.0.1:0", "--port-file"])
+        .arg(&port_file)
+        .arg("--data-dir")
+        .arg(dir.join("data"))
+        .env(
+            "RUST_LOG",
+            std::env::var("ORDO_TEST_LOG").unwrap_or("info".into()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    if let Some(config) = config {
+        command.arg("--config").arg(config);
+    }
+    let mut child = command.spawn().expect("start ordo");
+    let stderr = child.stderr.take().expect("stderr");
+    let sink = Arc::clone(log);
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            let mut log = sink.lock().unwrap();
+            log.push_str(&line);
+            log.push('\n');
+        }
+    });
+    let started = Instant::now();
+    let addr = loop {
+        if let Ok(text) = std::fs::read_to_string(&port_file) {
+            if let Ok(addr) = text.trim().parse() {
+                break addr;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("ordo exited with {status}: {}", log.lock().unwrap());
+        }
+        assert!(started.elapsed() < DEADLINE, "ordo did not start");
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    (child, addr)
 }
 
 /// A config fixture from tests/configs/.
@@ -41,58 +95,32 @@ impl Broker {
     /// Starts the broker with a config file (None: the built-in default).
     pub fn start_with(config: Option<&Path>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
-        let port_file = dir.path().join("port");
-        let mut command = Command::new(env!("CARGO_BIN_EXE_ordo"));
-        for (name, _) in std::env::vars() {
-            if name.starts_with("ORDO_") {
-                command.env_remove(name);
-            }
-        }
-        command
-            .arg("run")
-            .args(["--listen", "127.0.0.1:0", "--port-file"])
-            .arg(&port_file)
-            .arg("--data-dir")
-            .arg(dir.path().join("data"))
-            .env(
-                "RUST_LOG",
-                std::env::var("ORDO_TEST_LOG").unwrap_or("info".into()),
-            )
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped());
-        if let Some(config) = config {
-            command.arg("--config").arg(config);
-        }
-        let mut child = command.spawn().expect("start ordo");
         let log = Arc::new(Mutex::new(String::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                let mut log = sink.lock().unwrap();
-                log.push_str(&line);
-                log.push('\n');
-            }
-        });
-        let started = Instant::now();
-        let addr = loop {
-            if let Ok(text) = std::fs::read_to_string(&port_file) {
-                if let Ok(addr) = text.trim().parse() {
-                    break addr;
-                }
-            }
-            if let Ok(Some(status)) = child.try_wait() {
-                panic!("ordo exited with {status}: {}", log.lock().unwrap());
-            }
-            assert!(started.elapsed() < DEADLINE, "ordo did not start");
-            std::thread::sleep(Duration::from_millis(10));
-        };
+        let (child, addr) = spawn(dir.path(), config, &log);
         Self {
             child,
             addr,
             dir,
             log,
+            config: config.map(Path::to_path_buf),
         }
+    }
+
+    /// Kills the process with SIGKILL (no shutdown of any kind) and waits
+    /// for it to be gone.
+    pub fn kill9(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// Starts the broker again on the same data directory and config (after
+    /// [`Self::kill9`] or [`Self::terminate`]), on a new free port.
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.log.lock().unwrap().push_str("---- restart ----\n");
+        let (child, addr) = spawn(self.dir.path(), self.config.as_deref(), &self.log);
+        self.child = child;
+        self.addr = addr;
     }
 
     /// `amqp://` URL of the broker, optionally with credentials.
