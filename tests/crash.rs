@@ -310,7 +310,7 @@ async fn run_consumer(
                 last.insert(id.0, id.1);
                 // Held messages are neither accepted nor released: they must
                 // come back after the broker is killed.
-                let held = !until_empty && id.1 % lane.hold_every == 0;
+                let held = !until_empty && id.1.is_multiple_of(lane.hold_every);
                 if !held {
                     awaiting.insert(delivery_id, id);
                     let accept = Disposition {
