@@ -32,14 +32,18 @@ Usage: bash benches/run.sh [options]
   --rabbitmq-port P     RabbitMQ's AMQP port on 127.0.0.1 (default 5673; P+20000 for distribution)
   --no-build            use target/release/ordo as it is
   --no-docs             write the results file only (report printed, docs untouched)
+  --memory-limit B      Ordo's store.memory-limit in the paging scenario (default 268435456);
+                        the scenario queues twice that in durable messages
   --only LIST           comma-separated scenarios to run (presettled,unsettled,fanin,latency,
-                        durable,backlog,connections,queues)
+                        durable,durable-fanin,latency-durable,recovery,paging,backlog,
+                        connections,queues)
 EOF
 }
 
 QUICK=0 REPS=3 DURATION=10 BACKLOG=1000000 CONNECTIONS=10000 QUEUES=100000 SIZE=1024
+MEMORY_LIMIT=268435456
 RABBIT=1 RMQ_PORT=5673 BUILD=1 DOCS=1
-ONLY="presettled,unsettled,fanin,latency,durable,backlog,connections,queues"
+ONLY="presettled,unsettled,fanin,latency,durable,durable-fanin,latency-durable,recovery,paging,backlog,connections,queues"
 REPS_SET=0
 while (($#)); do
     case $1 in
@@ -50,6 +54,7 @@ while (($#)); do
         --connections) CONNECTIONS=$2; shift ;;
         --queues) QUEUES=$2; shift ;;
         --size) SIZE=$2; shift ;;
+        --memory-limit) MEMORY_LIMIT=$2; shift ;;
         --no-rabbitmq) RABBIT=0 ;;
         --rabbitmq-port) RMQ_PORT=$2; shift ;;
         --no-build) BUILD=0 ;;
@@ -62,7 +67,7 @@ while (($#)); do
 done
 if ((QUICK)); then
     ((REPS_SET)) || REPS=1
-    DURATION=1 BACKLOG=20000 CONNECTIONS=200 QUEUES=2000 RABBIT=0 DOCS=0
+    DURATION=1 BACKLOG=20000 CONNECTIONS=200 QUEUES=2000 RABBIT=0 DOCS=0 MEMORY_LIMIT=8388608
 fi
 FSYNC_COUNT=$((QUICK ? 20000 : 200000))
 
@@ -118,18 +123,24 @@ if [[ $(ulimit -n) != unlimited ]] && (($(ulimit -n) < CONNECTIONS + 1000)); the
 fi
 
 # ------------------------------------------------------------------- Ordo
+# start_ordo [keep]: a fresh Ordo on a new loopback port with an empty data
+# directory, or with `keep` on the data the previous one left (recovery).
+# ORDO_ENV (an array of NAME=VALUE) is passed to it, e.g. a memory limit.
+ORDO_ENV=()
 start_ordo() {
     rm -f "$WORK/ordo.port"
-    rm -rf "$WORK/ordo-data"
-    "$ORDO" run --listen 127.0.0.1:0 --port-file "$WORK/ordo.port" \
+    [[ ${1:-} == keep ]] || rm -rf "$WORK/ordo-data"
+    ORDO_STARTED_NS=$(date +%s%N)
+    env "${ORDO_ENV[@]}" "$ORDO" run --listen 127.0.0.1:0 --port-file "$WORK/ordo.port" \
         --data-dir "$WORK/ordo-data" >>"$WORK/ordo.log" 2>&1 &
     ORDO_PID=$!
-    for _ in $(seq 100); do
+    for _ in $(seq 600); do
         [[ -s $WORK/ordo.port ]] && break
         kill -0 "$ORDO_PID" 2>/dev/null || die "Ordo exited at start; see $WORK/ordo.log"
-        sleep 0.1
+        sleep 0.05
     done
     [[ -s $WORK/ordo.port ]] || die "Ordo wrote no port file"
+    ORDO_UP_MS=$(( ($(date +%s%N) - ORDO_STARTED_NS) / 1000000 ))
     ORDO_URL="amqp://$(cat "$WORK/ordo.port")"
 }
 stop_ordo() {
@@ -137,6 +148,16 @@ stop_ordo() {
     kill -TERM "$ORDO_PID" 2>/dev/null || true
     wait "$ORDO_PID" 2>/dev/null || true
     ORDO_PID=""
+}
+kill_ordo() {
+    [[ -n $ORDO_PID ]] || return 0
+    kill -KILL "$ORDO_PID" 2>/dev/null || true
+    wait "$ORDO_PID" 2>/dev/null || true
+    ORDO_PID=""
+}
+# The value of FIELD=... on the last log line of Ordo containing TEXT.
+ordo_log_field() { # ordo_log_field TEXT FIELD
+    grep -F "$1" "$WORK/ordo.log" | tail -n 1 | tr ' ' '\n' | sed -n "s/^$2=//p" | tr -d '"' | head -n 1
 }
 # Ordo must still be the process we started; if something stopped it, say so
 # and start another (the event is recorded in the results).
@@ -312,6 +333,7 @@ mem = sh("awk '/MemTotal/ {print \$2}' /proc/meminfo")
 print(json.dumps({"meta": True, "date": "$STAMP", "ordo_rev": "$REV", "quick": bool($QUICK),
   "reps": $REPS, "duration_s": $DURATION, "size": $SIZE, "backlog": $BACKLOG,
   "connections": $CONNECTIONS, "queues": $QUEUES, "fsync_count": $FSYNC_COUNT,
+  "memory_limit": $MEMORY_LIMIT,
   "rabbitmq": bool($RABBIT), "rabbitmq_version": "$RMQ_VERSION" if $RABBIT else None,
   "erlang_version": "$ERL_VERSION" if $RABBIT else None,
   "nproc": os.cpu_count(), "cpu_model": model, "kernel": platform.release(),
@@ -397,37 +419,124 @@ if wanted latency; then
 fi
 
 # ---------------------------------------------------------------- durable
-if wanted durable; then
-    DURABLE_TARGETS=(ordo fsync)
-    ((RABBIT)) && DURABLE_TARGETS+=(rabbitmq)
-    log "scenario durable: ${DURABLE_TARGETS[*]} × $REPS"
+# Ordo durable and unsettled, then the append+fdatasync loop with the batch
+# Ordo reached in that run (messages per fsync, from the "store flushed" line
+# it logs at shutdown): the disk's limit for the same batches. RabbitMQ with
+# a durable classic queue and persistent messages.
+durable() { # durable SCENARIO EXTRA-ARGS
+    local scenario=$1 extra=$2 rep t
+    local targets=(ordo)
+    ((RABBIT)) && targets+=(rabbitmq)
+    log "scenario $scenario: ${targets[*]} (each Ordo run followed by the fsync loop at its batch) × $REPS"
     mkdir -p "$WORK/fsync"
     for ((rep = 1; rep <= REPS; rep++)); do
-        for t in $(rotate "$rep" "${DURABLE_TARGETS[@]}"); do
+        for t in $(rotate "$rep" "${targets[@]}"); do
             restart "$t"
             case $t in
-                fsync)
-                    rm -f "$WORK"/fsync/*
-                    bench durable fsync "$rep" "append + fdatasync every 256 records" -- fsync \
-                        --dir "$WORK/fsync" --count "$FSYNC_COUNT" --size "$SIZE" --batch 256
-                    ;;
                 ordo)
-                    bench durable ordo "$rep" "memory only: Ordo has no durable store yet" -- run \
-                        $(run_args ordo "b-durable-$rep-$RANDOM") --count 0 --duration "$DURATION" \
-                        --size "$SIZE" --durable
+                    # shellcheck disable=SC2046
+                    bench "$scenario" ordo "$rep" "durable queue, durable messages, sync = always" -- run \
+                        $(run_args ordo "b-$scenario-$rep-$RANDOM") --count 0 --duration "$DURATION" \
+                        --size "$SIZE" --durable $extra
+                    stop_ordo
+                    local syncs messages batch
+                    syncs=$(ordo_log_field "store flushed" syncs)
+                    messages=$(ordo_log_field "store flushed" messages)
+                    batch=$(( ${messages:-0} / (${syncs:-0} > 0 ? ${syncs:-1} : 1) ))
+                    ((batch > 0)) || batch=1
+                    log "  Ordo wrote $messages messages in $syncs fsyncs: $batch per fsync"
+                    rm -f "$WORK"/fsync/*
+                    # At most 4000 fsyncs: small batches would take minutes.
+                    local count=$(( batch * 4000 < FSYNC_COUNT ? batch * 4000 : FSYNC_COUNT ))
+                    bench "$scenario" fsync "$rep" "append + fdatasync every $batch records (Ordo's batch)" -- fsync \
+                        --dir "$WORK/fsync" --count "$count" --size "$SIZE" --batch "$batch"
+                    start_ordo
                     ;;
                 rabbitmq)
-                    q="b-durable-$rep-$RANDOM"
+                    q="b-$scenario-$rep-$RANDOM"
                     rabbit_durable_queue "$q"
-                    bench durable rabbitmq "$rep" "durable classic queue, persistent messages" -- run \
+                    # shellcheck disable=SC2086
+                    bench "$scenario" rabbitmq "$rep" "durable classic queue, persistent messages" -- run \
                         --url "$RMQ_URL" --address "/amq/queue/$q" --count 0 --duration "$DURATION" \
-                        --size "$SIZE" --durable
+                        --size "$SIZE" --durable $extra
                     ;;
             esac
         done
     done
+}
+wanted durable && durable durable ""
+wanted durable-fanin && durable durable-fanin "--producers 4 --consumers 4"
+
+# ----------------------------------------------- durable latency at half load
+if wanted latency-durable; then
+    log "scenario latency-durable: Ordo at half its own durable 1→1 median"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        max=$("$PY" "$HERE/report.py" median --results "$OUT" --scenario durable --target ordo)
+        if [[ -z $max || $max == 0 ]]; then
+            restart ordo
+            bench durable ordo "$rep" "for the durable latency rate" -- run \
+                $(run_args ordo "b-dmax-$rep-$RANDOM") --count 0 --duration "$DURATION" --size "$SIZE" --durable
+            max=$("$PY" "$HERE/report.py" median --results "$OUT" --scenario durable --target ordo)
+        fi
+        restart ordo
+        rate=$(( ${max%.*} / 2 ))
+        ((rate > 0)) || rate=1000
+        bench latency-durable ordo "$rep" "rate $rate/s = half the durable median" -- run \
+            $(run_args ordo "b-dlatency-$rep-$RANDOM") --count 0 --duration "$DURATION" \
+            --size "$SIZE" --rate "$rate" --durable
+    done
 fi
 
+# --------------------------------------------------------------- recovery
+# BACKLOG durable messages queued, the broker killed with SIGKILL, started
+# again on its data: the time to recover (Ordo's own figure, and the time
+# from exec to listening), then every message drained.
+if wanted recovery; then
+    log "scenario recovery: $BACKLOG durable messages, kill -9, restart; Ordo × $REPS"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        restart ordo
+        name="b-recovery-$rep-$RANDOM"
+        bench recovery-fill ordo "$rep" "durable, produce only" -- run $(run_args ordo "$name") \
+            --count "$BACKLOG" --size "$SIZE" --consumers 0 --durable
+        fill_rc=$LAST_RC
+        kill_ordo
+        start_ordo keep
+        recovered=$(ordo_log_field "store recovered" messages)
+        duration_ms=$(ordo_log_field "store recovered" duration_ms)
+        rss=$(rss_kib "$ORDO_PID")
+        bench recovery-drain ordo "$rep" "consume the recovered backlog" -- run $(run_args ordo "$name") \
+            --count "$BACKLOG" --size "$SIZE" --producers 0
+        "$PY" "$HERE/report.py" record --out "$OUT" --rc "$((fill_rc || LAST_RC))" --fields \
+            "{\"scenario\":\"recovery\",\"target\":\"ordo\",\"rep\":$rep,\"messages\":$BACKLOG,\"recovered\":${recovered:-0},\"recovery_ms\":${duration_ms:-0},\"start_to_listen_ms\":$ORDO_UP_MS,\"rss_after_recovery_kib\":$rss}"
+        log "  recovery/ordo #$rep: ${recovered:-?} messages recovered in ${duration_ms:-?} ms (listening after $ORDO_UP_MS ms)"
+    done
+fi
+
+# ----------------------------------------------------------------- paging
+# A durable backlog twice Ordo's memory limit: it must fill and drain with
+# the broker's memory held near the limit (bodies past it stay on disk).
+if wanted paging; then
+    paging_count=$(( 2 * MEMORY_LIMIT / SIZE ))
+    log "scenario paging: $paging_count durable messages = 2 × memory-limit $MEMORY_LIMIT; Ordo × $REPS"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        ORDO_ENV=("ORDO_STORE__MEMORY_LIMIT=$MEMORY_LIMIT")
+        restart ordo
+        name="b-paging-$rep-$RANDOM"
+        pid=$ORDO_PID
+        before=$(rss_kib "$pid")
+        bench paging-fill ordo "$rep" "durable, produce only, 2 × memory limit" -- run $(run_args ordo "$name") \
+            --count "$paging_count" --size "$SIZE" --consumers 0 --durable
+        fill_rc=$LAST_RC
+        full=$(rss_kib "$pid")
+        bench paging-drain ordo "$rep" "consume, bodies read back from the store" -- run $(run_args ordo "$name") \
+            --count "$paging_count" --size "$SIZE" --producers 0
+        "$PY" "$HERE/report.py" record --out "$OUT" --rc "$((fill_rc || LAST_RC))" --fields \
+            "{\"scenario\":\"paging\",\"target\":\"ordo\",\"rep\":$rep,\"messages\":$paging_count,\"size\":$SIZE,\"memory_limit\":$MEMORY_LIMIT,\"rss_before_kib\":$before,\"rss_full_kib\":$full}"
+        log "  paging/ordo #$rep: RSS ${before} → ${full} KiB with $paging_count queued (limit $((MEMORY_LIMIT / 1024)) KiB)"
+        ORDO_ENV=()
+        restart ordo
+    done
+fi
 
 # ---------------------------------------------------------------- backlog
 if wanted backlog; then

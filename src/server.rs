@@ -255,7 +255,22 @@ impl Server {
             tasks.shutdown().await;
         }
         let journal = Arc::clone(&self.journal);
-        let _ = tokio::task::spawn_blocking(move || journal.shutdown()).await;
+        let stats = tokio::task::spawn_blocking(move || {
+            journal.shutdown();
+            journal.stats()
+        })
+        .await;
+        if let Ok(stats) = stats {
+            tracing::info!(
+                batches = stats.batches,
+                records = stats.records,
+                syncs = stats.syncs,
+                messages = stats.puts,
+                write_ms = stats.write_us / 1000,
+                sync_ms = stats.sync_us / 1000,
+                "store flushed"
+            );
+        }
         tracing::info!("stopped");
         Ok(())
     }

@@ -307,7 +307,7 @@ impl Store for FjallStore {
         }
         for op in ops.into_iter().flatten() {
             match op {
-                Op::Put(key, value) => wb.insert(&self.messages, key, value.as_ref()),
+                Op::Put(key, value) => wb.insert(&self.messages, key, Bytes::clone(value)),
                 Op::Count(key, count) => wb.insert(&self.messages, key, count.to_be_bytes()),
                 Op::Remove(key) => wb.remove(&self.messages, key),
                 Op::RemoveCount(key) => wb.remove(&self.messages, key),
@@ -369,7 +369,7 @@ impl Store for FjallStore {
                     next = seq + 1;
                     pending = Some(StoredMessage {
                         seq,
-                        value: Bytes::copy_from_slice(&value),
+                        value: Bytes::from(value),
                         count: None,
                     });
                 }
@@ -401,6 +401,6 @@ impl Store for FjallStore {
             .messages
             .get(message_key(queue, seq))
             .map_err(map_err)?
-            .map(|v| Bytes::copy_from_slice(&v)))
+            .map(Bytes::from))
     }
 }

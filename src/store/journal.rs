@@ -92,6 +92,13 @@ pub struct JournalStats {
     pub records: u64,
     /// Fsyncs done.
     pub syncs: u64,
+    /// Messages stored ([`Record::Put`]s written), so a benchmark can
+    /// compare messages per fsync with a plain append-and-fsync loop.
+    pub puts: u64,
+    /// Time spent applying batches to the store, in microseconds.
+    pub write_us: u64,
+    /// Time spent in fsync, in microseconds.
+    pub sync_us: u64,
 }
 
 /// Records waiting for the writer.
@@ -343,22 +350,32 @@ impl Journal {
             self.wake_all();
             return;
         }
+        let started = Instant::now();
         if let Err(e) = self.store.write(records) {
             self.fail(e.is_full(), e.to_string());
             return;
         }
+        let wrote = started.elapsed();
         *self.written.lock() = last;
         self.written_moved.notify_all();
         {
             let mut st = self.stats.lock();
             st.batches += 1;
             st.records += records.len() as u64;
+            st.write_us += wrote.as_micros() as u64;
+            st.puts += records
+                .iter()
+                .filter(|r| matches!(r, Record::Put { .. }))
+                .count() as u64;
         }
         let result = match self.options.sync {
             SyncMode::Always => {
-                self.stats.lock().syncs += 1;
                 *last_sync = Instant::now();
-                self.store.sync()
+                let r = self.store.sync();
+                let mut st = self.stats.lock();
+                st.syncs += 1;
+                st.sync_us += last_sync.elapsed().as_micros() as u64;
+                r
             }
             SyncMode::Interval(d) => {
                 *unsynced = true;
@@ -382,8 +399,13 @@ impl Journal {
     fn sync_now(&self, unsynced: &mut bool, last_sync: &mut Instant) {
         *last_sync = Instant::now();
         *unsynced = false;
-        self.stats.lock().syncs += 1;
-        if let Err(e) = self.store.sync() {
+        let r = self.store.sync();
+        {
+            let mut st = self.stats.lock();
+            st.syncs += 1;
+            st.sync_us += last_sync.elapsed().as_micros() as u64;
+        }
+        if let Err(e) = r {
             self.fail(e.is_full(), e.to_string());
         }
     }
