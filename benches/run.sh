@@ -35,15 +35,15 @@ Usage: bash benches/run.sh [options]
   --memory-limit B      Ordo's store.memory-limit in the paging scenario (default 268435456);
                         the scenario queues twice that in durable messages
   --only LIST           comma-separated scenarios to run (presettled,unsettled,fanin,latency,
-                        durable,durable-fanin,latency-durable,recovery,paging,backlog,
-                        connections,queues)
+                        durable,durable-fanin,latency-durable,recovery,paging,groups,
+                        group-churn,backlog,connections,queues)
 EOF
 }
 
 QUICK=0 REPS=3 DURATION=10 BACKLOG=1000000 CONNECTIONS=10000 QUEUES=100000 SIZE=1024
 MEMORY_LIMIT=268435456
 RABBIT=1 RMQ_PORT=5673 BUILD=1 DOCS=1
-ONLY="presettled,unsettled,fanin,latency,durable,durable-fanin,latency-durable,recovery,paging,backlog,connections,queues"
+ONLY="presettled,unsettled,fanin,latency,durable,durable-fanin,latency-durable,recovery,paging,groups,group-churn,backlog,connections,queues"
 REPS_SET=0
 while (($#)); do
     case $1 in
@@ -535,6 +535,50 @@ if wanted paging; then
         log "  paging/ordo #$rep: RSS ${before} → ${full} KiB with $paging_count queued (limit $((MEMORY_LIMIT / 1024)) KiB)"
         ORDO_ENV=()
         restart ordo
+    done
+fi
+
+# ----------------------------------------------------------------- groups
+# Message groups cost little (SPEC §10): 4 producers and 8 consumers on one
+# queue with no groups, 10 groups and 10,000 groups; and 2 against 200
+# consumers with no groups. Broker CPU per message shows that dispatch walks
+# neither the groups nor the consumers. Ordo only: the references have no
+# groups.
+if wanted groups; then
+    log "scenario groups: Ordo, 8 consumers × {0, 10, 10000} groups, {2, 200} consumers × $REPS"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        for variant in $(rotate "$rep" g0 g10 g10k c2 c200); do
+            restart ordo
+            case $variant in
+                g0) args="--producers 4 --consumers 8 --groups 0" ;;
+                g10) args="--producers 4 --consumers 8 --groups 10" ;;
+                g10k) args="--producers 4 --consumers 8 --groups 10000" ;;
+                c2) args="--producers 2 --consumers 2 --credit 100" ;;
+                c200) args="--producers 2 --consumers 200 --credit 100" ;;
+            esac
+            # shellcheck disable=SC2086,SC2046
+            bench "groups-$variant" ordo "$rep" "$args" -- run $(run_args ordo "b-groups-$variant-$rep-$RANDOM") \
+                --count 0 --duration "$DURATION" --size "$SIZE" $args
+        done
+    done
+fi
+
+# ------------------------------------------------------------ group churn
+# 1,000,000 groups of one message each, forgotten as soon as they are done
+# (`group-idle-timeout = 0`): the broker's memory must stay flat.
+if wanted group-churn; then
+    churn=$((QUICK ? 20000 : 1000000))
+    log "scenario group-churn: $churn one-message groups; Ordo × $REPS"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        restart ordo
+        before=$(rss_kib "$ORDO_PID")
+        bench group-churn ordo "$rep" "$churn distinct groups, idle timeout 0" -- run \
+            $(run_args ordo "b-churn-$rep-$RANDOM?queue.group-idle-timeout=0") \
+            --count "$churn" --size "$SIZE" --groups "$churn"
+        after=$(rss_kib "$ORDO_PID")
+        "$PY" "$HERE/report.py" record --out "$OUT" --rc "$LAST_RC" --fields \
+            "{\"scenario\":\"group-churn-memory\",\"target\":\"ordo\",\"rep\":$rep,\"groups\":$churn,\"rss_before_kib\":$before,\"rss_after_kib\":$after}"
+        log "  group-churn/ordo #$rep: RSS $before → $after KiB after $churn groups"
     done
 fi
 

@@ -204,7 +204,7 @@ impl Server {
             let mut ticks = tokio::time::interval(EXPIRY_INTERVAL);
             loop {
                 ticks.tick().await;
-                broker.expire_due();
+                broker.tick();
             }
         });
         loop {

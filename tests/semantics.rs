@@ -470,14 +470,3 @@ async fn browsing_sees_messages_without_consuming_them() {
     assert_eq!(got, vec!["one", "two"]);
     c.close().await.unwrap();
 }
-
-#[tokio::test]
-async fn exclusive_options_are_refused_until_supported() {
-    let broker = Broker::start();
-    let (mut c, mut s) = connect(&broker, "excl-test").await;
-    let err = Receiver::attach(&mut s, "r", "q?consumer.exclusive=true")
-        .await
-        .expect_err("refused");
-    assert!(format!("{err:?}").contains("NotImplemented"), "{err:?}");
-    let _ = c.close().await;
-}

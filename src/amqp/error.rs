@@ -5,6 +5,8 @@ use fe2o3_amqp::types::definitions::{
     AmqpError, ConnectionError, Error as AmqpErrorFrame, ErrorCondition, LinkError, SessionError,
 };
 
+use fe2o3_amqp::types::primitives::Symbol;
+
 use super::frame::FrameError;
 use crate::core::CoreError;
 
@@ -28,6 +30,13 @@ pub fn from_core(e: &CoreError) -> AmqpErrorFrame {
         CoreError::UnknownConsumer { .. } => AmqpError::IllegalState.into(),
         CoreError::Store { full: true, .. } => AmqpError::ResourceLimitExceeded.into(),
         CoreError::Store { full: false, .. } => AmqpError::InternalError.into(),
+        // Azure Service Bus' conditions, which its session receivers expect.
+        CoreError::GroupLocked { .. } => {
+            ErrorCondition::Custom(Symbol::from("com.microsoft:session-cannot-be-locked"))
+        }
+        CoreError::NoGroupAvailable { .. } => {
+            ErrorCondition::Custom(Symbol::from("com.microsoft:timeout"))
+        }
     };
     error(condition, e.to_string())
 }

@@ -10,12 +10,12 @@ use fe2o3_amqp::types::definitions::{
 };
 use fe2o3_amqp::types::messaging::{DistributionMode, TargetArchetype, TerminusDurability};
 use fe2o3_amqp::types::performatives::{Attach, Detach, Flow};
-use fe2o3_amqp::types::primitives::Value;
 
-use super::address::{self, NodeAddress};
+use super::address;
+use super::consumer_options;
 use super::error::{self, cond};
 use super::session::{Ctx, Session};
-use crate::core::{Broker, ConsumerId, ConsumerOptions, Node, Queue};
+use crate::core::{Broker, ConsumerId, ConsumerOptions, GroupFilter, Node, Queue};
 
 /// One attached link.
 #[derive(Debug)]
@@ -148,82 +148,6 @@ impl Link {
     }
 }
 
-/// Options of an address, split by who they are for.
-#[derive(Debug, Default)]
-struct LinkOptions {
-    /// `consumer.priority` / `consumer-priority`.
-    priority: Option<i32>,
-    /// `queue.<setting>` options, without the prefix.
-    queue: Vec<(String, String)>,
-}
-
-/// Checks an address's options: exactly the accepted ones (SPEC §2).
-fn link_options(node: &NodeAddress) -> Result<LinkOptions, AmqpError> {
-    let mut options = LinkOptions::default();
-    for (key, value) in &node.options {
-        match key.as_str() {
-            "consumer.priority" | "consumer-priority" => {
-                let p = value.parse().map_err(|_| {
-                    cond::invalid_field(format!("option '{key}' must be an integer, not '{value}'"))
-                })?;
-                options.priority = Some(p);
-            }
-            "consumer.prefetchSize" => {}
-            "consumer.exclusive" | "exclusive" | "consumer.group-filter" => {
-                return Err(cond::not_implemented(format!(
-                    "option '{key}' is not supported yet"
-                )));
-            }
-            _ => match key.strip_prefix("queue.") {
-                Some(setting) => options.queue.push((setting.to_string(), value.clone())),
-                None => {
-                    return Err(cond::invalid_field(format!(
-                        "unknown address option '{key}'"
-                    )))
-                }
-            },
-        }
-    }
-    Ok(options)
-}
-
-/// Consumer priority from the attach properties (`priority`, as Artemis and
-/// Qpid Broker-J read it, or `rabbitmq:priority`).
-fn priority_property(attach: &Attach) -> Result<Option<i32>, AmqpError> {
-    let Some(props) = &attach.properties else {
-        return Ok(None);
-    };
-    for (key, value) in props.iter() {
-        if key.as_str() == "priority" || key.as_str() == "rabbitmq:priority" {
-            let p = match value {
-                Value::Int(v) => i64::from(*v),
-                Value::Long(v) => *v,
-                Value::Short(v) => i64::from(*v),
-                Value::Byte(v) => i64::from(*v),
-                Value::Uint(v) => i64::from(*v),
-                Value::Ubyte(v) => i64::from(*v),
-                Value::Ushort(v) => i64::from(*v),
-                Value::Ulong(v) => i64::try_from(*v).unwrap_or(i64::MAX),
-                _ => {
-                    return Err(cond::invalid_field(format!(
-                        "link property '{}' must be an integer",
-                        key.as_str()
-                    )))
-                }
-            };
-            return Ok(Some(
-                p.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32
-            ));
-        }
-        if key.as_str() == "exclusive-consumer" && matches!(value, Value::Bool(true)) {
-            return Err(cond::not_implemented(
-                "exclusive consumers are not supported yet",
-            ));
-        }
-    }
-    Ok(None)
-}
-
 impl Session {
     /// The peer attaches a link.
     pub(super) fn on_attach(&mut self, attach: Attach, ctx: &mut Ctx<'_>) {
@@ -332,7 +256,7 @@ impl Session {
             Some(addr) => {
                 let node = address::parse(addr, target.capabilities.as_ref())
                     .map_err(|e| cond::invalid_field(e.to_string()))?;
-                let options = link_options(&node)?;
+                let options = consumer_options::address_options(&node)?;
                 let resolved = ctx
                     .broker
                     .resolve(&node.name, node.kind, &options.queue)
@@ -372,7 +296,11 @@ impl Session {
         let Some(source) = attach.source.as_deref() else {
             return Err(cond::invalid_field("a consumer link needs a source"));
         };
-        let mut priority = priority_property(attach)?;
+        let properties = consumer_options::link_properties(attach.properties.as_ref())?;
+        let session = consumer_options::session_filter(source)?;
+        let mut priority = properties.priority;
+        let mut exclusive = properties.exclusive;
+        let mut group_filter = properties.group_filter.map(GroupFilter::Group);
         let browse = matches!(source.distribution_mode, Some(DistributionMode::Copy));
         let mut reply = reply_attach(attach, local_handle);
         let (queue, cleanup) = if source.dynamic {
@@ -389,8 +317,12 @@ impl Session {
             };
             let node = address::parse(addr, source.capabilities.as_ref())
                 .map_err(|e| cond::invalid_field(e.to_string()))?;
-            let options = link_options(&node)?;
+            let options = consumer_options::address_options(&node)?;
             priority = options.priority.or(priority);
+            exclusive = options.exclusive.unwrap_or(exclusive);
+            if let Some(g) = options.group_filter {
+                group_filter = Some(GroupFilter::Group(g));
+            }
             match ctx
                 .broker
                 .resolve(&node.name, node.kind, &options.queue)
@@ -411,23 +343,47 @@ impl Session {
                 }
             }
         };
+        // The session filter (Azure Service Bus) wins over the other forms.
+        let from_session = session.is_some();
+        if let Some(filter) = session {
+            group_filter = Some(filter);
+        }
         let presettled = browse || attach.snd_settle_mode == SenderSettleMode::Settled;
+        let consumer = ctx.broker.new_consumer_id();
+        let options = ConsumerOptions {
+            presettled,
+            priority: priority.unwrap_or(0),
+            browse,
+            exclusive,
+            group_filter,
+        };
+        let attached =
+            match queue.attach_consumer(consumer, Arc::clone(ctx.outbox), options.clone()) {
+                Ok(attached) => attached,
+                Err(e) => {
+                    if matches!(cleanup, Cleanup::Delete) {
+                        ctx.broker.delete_queue(&queue);
+                    }
+                    return Err(error::from_core(&e));
+                }
+            };
         reply.snd_settle_mode = if presettled {
             SenderSettleMode::Settled
         } else {
             SenderSettleMode::Unsettled
         };
         reply.initial_delivery_count = Some(0);
+        if attached.exclusive {
+            reply.properties = Some(consumer_options::exclusive_properties());
+        }
+        if let (Some(group), true) = (&attached.group, from_session) {
+            if let Some(s) = reply.source.as_deref_mut() {
+                consumer_options::echo_session(s, group);
+            }
+        }
         ctx.out.frame(self.channel, &reply);
-        let consumer = ctx.broker.new_consumer_id();
         ctx.consumers.insert(consumer, (self.channel, local_handle));
-        let options = ConsumerOptions {
-            presettled,
-            priority: priority.unwrap_or(0),
-            browse,
-        };
-        queue.attach_consumer(consumer, Arc::clone(ctx.outbox), options);
-        tracing::info!(link = %attach.name, queue = queue.name(), consumer = consumer.0, presettled, browse, priority = options.priority, "consumer attached");
+        tracing::info!(link = %attach.name, queue = queue.name(), consumer = consumer.0, presettled, browse, priority = options.priority, exclusive = attached.exclusive, group_filter = ?options.group_filter, "consumer attached");
         Ok(ConsumerLink {
             queue,
             consumer,

@@ -11,6 +11,7 @@ use fe2o3_amqp::types::messaging::{Header, MessageAnnotations, Priority};
 use fe2o3_amqp::types::primitives::{Symbol, Value};
 
 use super::frame::Payload;
+use crate::core::message::GROUP_FIRST_FOR_CONSUMER;
 use crate::core::{AnnotationValue, Delivery, HeaderFields, Message, RoutingFields};
 
 /// Section descriptor codes (AMQP 3.2).
@@ -18,6 +19,7 @@ const HEADER: u64 = 0x70;
 const DELIVERY_ANNOTATIONS: u64 = 0x71;
 const MESSAGE_ANNOTATIONS: u64 = 0x72;
 const PROPERTIES: u64 = 0x73;
+const APPLICATION_PROPERTIES: u64 = 0x74;
 const FOOTER: u64 = 0x78;
 
 /// Why a message cannot be read. Maps to `amqp:decode-error`.
@@ -175,7 +177,8 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
     let mut last_code = 0u64;
     let mut header = HeaderFields::default();
     let mut annotations = Bytes::new();
-    let mut routing = None;
+    let mut routing: Option<Box<RoutingFields>> = None;
+    let mut application = None;
     let mut bare_start = buf.len();
     while pos < buf.len() {
         let (code, len) = section_at(buf, pos)?;
@@ -199,6 +202,12 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
                 }
                 bare_start = pos;
             }
+            APPLICATION_PROPERTIES => {
+                application = Some(section);
+                if bare_start == buf.len() {
+                    bare_start = pos;
+                }
+            }
             _ => {
                 if bare_start == buf.len() {
                     bare_start = pos;
@@ -206,6 +215,16 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
             }
         }
         pos += len;
+    }
+    if let Some(section) = application {
+        let jms = scan_application_properties(section)?;
+        if jms.group_id.is_some() || jms.closes {
+            let r = routing.get_or_insert_with(Default::default);
+            if r.group_id.is_none() {
+                r.group_id = jms.group_id;
+            }
+            r.closes_group |= jms.closes;
+        }
     }
     Ok(Message {
         header,
@@ -253,6 +272,22 @@ fn parse_properties(section: &[u8]) -> Result<RoutingFields, MessageError> {
                     _ => return Err(bad("absolute-expiry-time is not a timestamp")),
                 }
             }
+            10 => {
+                routing.group_id =
+                    string_value(value).map_err(|_| bad("group-id is not a string"))?
+            }
+            11 => {
+                routing.group_sequence = match value {
+                    [0x40] => None,
+                    [0x43] => Some(0),
+                    [0x52, n] => Some(u32::from(*n)),
+                    [0x70, rest @ ..] if rest.len() == 4 => Some(u32::from_be_bytes(
+                        rest.try_into().map_err(|_| bad("uint"))?,
+                    )),
+                    _ => return Err(bad("group-sequence is not a uint")),
+                };
+                routing.closes_group = routing.group_sequence == Some(u32::MAX);
+            }
             _ => {}
         }
         item += len;
@@ -260,6 +295,65 @@ fn parse_properties(section: &[u8]) -> Result<RoutingFields, MessageError> {
     }
     let _ = pos;
     Ok(routing)
+}
+
+/// What the JMS group properties in the application properties say.
+#[derive(Debug, Default)]
+struct JmsGroup {
+    /// `JMSXGroupID` or `_AMQ_GROUP_ID`, when a string.
+    group_id: Option<String>,
+    /// `JMSXGroupSeq` is negative: the group ends with this message.
+    closes: bool,
+}
+
+/// Looks for `JMSXGroupID`, `_AMQ_GROUP_ID` and `JMSXGroupSeq` among the
+/// application properties, walking the map without decoding other values.
+fn scan_application_properties(section: &[u8]) -> Result<JmsGroup, MessageError> {
+    let bad = || MessageError::BadProperties("application-properties is not a map".into());
+    let pos = 1 + value_len(section, 1)?;
+    let (count, mut item) = match section.get(pos) {
+        Some(0xc1) => (usize::from(*section.get(pos + 2).ok_or_else(bad)?), pos + 3),
+        Some(0xd1) => {
+            let b = section.get(pos + 5..pos + 9).ok_or_else(bad)?;
+            (
+                u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize,
+                pos + 9,
+            )
+        }
+        _ => return Err(bad()),
+    };
+    let mut found = JmsGroup::default();
+    for _ in 0..count / 2 {
+        let key_len = value_len(section, item)?;
+        let key = &section[item..item + key_len];
+        item += key_len;
+        let value_len = value_len(section, item)?;
+        let value = &section[item..item + value_len];
+        item += value_len;
+        let name: &[u8] = match key {
+            [0xa1, _, rest @ ..] => rest,
+            [0xb1, _, _, _, _, rest @ ..] => rest,
+            _ => continue,
+        };
+        match name {
+            b"JMSXGroupID" | b"_AMQ_GROUP_ID" if found.group_id.is_none() => {
+                found.group_id = string_value(value).ok().flatten();
+            }
+            b"JMSXGroupSeq" => {
+                found.closes = match value {
+                    [0x54, n] => (*n as i8) < 0,
+                    [0x71, rest @ ..] if rest.len() == 4 => {
+                        i32::from_be_bytes([rest[0], rest[1], rest[2], rest[3]]) < 0
+                    }
+                    [0x55, n] => (*n as i8) < 0,
+                    [0x81, rest @ ..] if rest.len() == 8 => rest[0] & 0x80 != 0,
+                    _ => false,
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(found)
 }
 
 /// A string or null value.
@@ -307,8 +401,17 @@ pub fn delivery_payload(delivery: &Delivery) -> Payload {
             header_bytes = out.freeze();
         }
     }
-    let annotations = if !m.broker_annotations().is_empty() {
-        merged_annotations(m)
+    let group_first = [(
+        GROUP_FIRST_FOR_CONSUMER.to_string(),
+        AnnotationValue::Bool(true),
+    )];
+    let extra: &[(String, AnnotationValue)] = if delivery.group_first {
+        &group_first
+    } else {
+        &[]
+    };
+    let annotations = if !m.broker_annotations().is_empty() || !extra.is_empty() {
+        merged_annotations(m, extra)
     } else {
         m.annotations.clone()
     };
@@ -316,15 +419,16 @@ pub fn delivery_payload(delivery: &Delivery) -> Payload {
 }
 
 /// The producer's message annotations with the broker's added (the broker's
-/// win on a clash). Only messages the broker annotated (dead-lettered,
-/// expired) take this path.
-fn merged_annotations(m: &Message) -> Bytes {
+/// win on a clash), and `extra` ones for this delivery only. Only messages
+/// the broker annotated (dead-lettered, expired, first of a group for its
+/// consumer) take this path.
+fn merged_annotations(m: &Message, extra: &[(String, AnnotationValue)]) -> Bytes {
     let mut map = if m.annotations.is_empty() {
         MessageAnnotations::default()
     } else {
         serde_amqp::from_slice::<MessageAnnotations>(&m.annotations).unwrap_or_default()
     };
-    for (key, value) in m.broker_annotations() {
+    for (key, value) in m.broker_annotations().iter().chain(extra) {
         let value = match value {
             AnnotationValue::String(s) => Value::String(s.clone()),
             AnnotationValue::Bool(b) => Value::Bool(*b),

@@ -10,6 +10,8 @@
 //! - `frame`: reading and writing frames.
 //! - `message`: message sections: parse the header, keep the rest as bytes.
 //! - `address`: node addresses and their options.
+//! - `consumer_options`: what an attach asks of its consumer: priority,
+//!   exclusivity, group filters (address options, link properties, source filters).
 //! - `error`: mapping of core errors to AMQP conditions.
 //! - `io`: the task that runs a connection over a socket.
 //! - `client`: the client role, for `ordo send`, `ordo receive` and `ordo bench`.
@@ -18,6 +20,7 @@
 pub mod address;
 pub mod client;
 pub mod connection;
+pub mod consumer_options;
 pub mod error;
 pub mod frame;
 pub mod handshake;

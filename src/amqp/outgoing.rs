@@ -5,7 +5,7 @@
 use fe2o3_amqp::types::definitions::Role;
 use fe2o3_amqp::types::messaging::{DeliveryState, Modified};
 use fe2o3_amqp::types::performatives::{Disposition, Transfer};
-use fe2o3_amqp::types::primitives::Binary;
+use fe2o3_amqp::types::primitives::{Binary, Symbol, Value};
 
 use super::connection::Output;
 use super::frame::{self, Payload, FRAME_HEADER_SIZE};
@@ -111,6 +111,9 @@ impl Session {
                     f.link_credit = Some(state.credit);
                     f.available = Some(state.available);
                     f.drain = state.drain;
+                    if let Some(active) = state.active {
+                        f.properties = Some(active_properties(active));
+                    }
                     out.frame(self.channel, &f);
                     self.pending.pop_front();
                 }
@@ -233,6 +236,16 @@ impl Session {
             (0..span as u32).map(|i| first.wrapping_add(i)).collect()
         }
     }
+}
+
+/// Flow properties telling an exclusive consumer whether it is the active
+/// one: `active` (Ordo, Artemis style) and `rabbitmq:active` (RabbitMQ's
+/// single-active-consumer clients).
+fn active_properties(active: bool) -> fe2o3_amqp::types::definitions::Fields {
+    let mut fields = fe2o3_amqp::types::definitions::Fields::new();
+    fields.insert(Symbol::from("active"), Value::Bool(active));
+    fields.insert(Symbol::from("rabbitmq:active"), Value::Bool(active));
+    fields
 }
 
 /// Appends our disposition settling `first..=last` with `state`.

@@ -521,11 +521,12 @@ impl Broker {
         names
     }
 
-    /// Expires due messages in every queue (called every second).
-    pub fn expire_due(&self) {
+    /// Time-driven work in every queue: expiry, idle groups, hand-over
+    /// deadlines (called every second).
+    pub fn tick(&self) {
         let queues: Vec<Arc<Queue>> = self.nodes.read().queues.values().cloned().collect();
         for queue in queues {
-            queue.expire_due();
+            queue.tick();
         }
     }
 

@@ -51,6 +51,19 @@ pub enum CoreError {
         /// What the store said.
         reason: String,
     },
+    /// A consumer asked for a group another consumer's group filter holds.
+    #[error("group '{group}' is held by another consumer")]
+    GroupLocked {
+        /// The group.
+        group: String,
+    },
+    /// A consumer asked for any available group and none is unowned with
+    /// messages.
+    #[error("no unowned group with messages in queue '{queue}'")]
+    NoGroupAvailable {
+        /// The queue.
+        queue: String,
+    },
     /// A call named a consumer the queue does not know.
     #[error("unknown consumer {consumer:?}")]
     UnknownConsumer {

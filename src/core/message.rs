@@ -41,6 +41,15 @@ pub struct RoutingFields {
     pub to: Option<String>,
     /// `properties.absolute-expiry-time`, milliseconds since the epoch.
     pub absolute_expiry: Option<u64>,
+    /// The message's group: `properties.group-id`, else the application
+    /// property `JMSXGroupID` or `_AMQ_GROUP_ID` (SPEC §5).
+    pub group_id: Option<String>,
+    /// `properties.group-sequence`, kept for the record (it passes through
+    /// in the bare message either way).
+    pub group_sequence: Option<u32>,
+    /// The message closes its group: `group-sequence` 4294967295 (how Qpid
+    /// JMS sends JMSXGroupSeq = -1) or a negative `JMSXGroupSeq`.
+    pub closes_group: bool,
 }
 
 /// A value of an annotation the broker adds to a message.
@@ -51,6 +60,9 @@ pub enum AnnotationValue {
     /// A boolean.
     Bool(bool),
 }
+
+/// The annotation on the first message a new owner of a group receives.
+pub const GROUP_FIRST_FOR_CONSUMER: &str = "x-opt-group-first-for-consumer";
 
 /// An immutable message. Cloning is cheap: the byte fields are reference
 /// counted, and queues hold messages behind `Arc`.
@@ -108,6 +120,16 @@ impl Message {
     /// `properties.to`, if set.
     pub fn to(&self) -> Option<&str> {
         self.routing.as_ref().and_then(|r| r.to.as_deref())
+    }
+
+    /// The message's group id, if it belongs to a group.
+    pub fn group_id(&self) -> Option<&str> {
+        self.routing.as_ref().and_then(|r| r.group_id.as_deref())
+    }
+
+    /// Whether the message closes its group.
+    pub fn closes_group(&self) -> bool {
+        self.routing.as_ref().is_some_and(|r| r.closes_group)
     }
 
     /// The broker's annotations.

@@ -27,8 +27,8 @@ pub use error::CoreError;
 pub use message::{AnnotationValue, HeaderFields, Message, RoutingFields};
 pub use outbox::{Delivery, FlowState, Outbox, OutboxItem};
 pub use persist::Persistence;
-pub use queue::{ConsumerOptions, Outcome};
-pub use queue_handle::{now_ms, Queue, QueueStats};
+pub use queue::{ConsumerOptions, GroupFilter, Outcome};
+pub use queue_handle::{now_ms, Attached, Queue, QueueStats};
 pub use topic::Topic;
 
 /// Identifies one consumer (one outgoing link) across the broker.

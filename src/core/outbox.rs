@@ -45,6 +45,9 @@ pub struct Delivery {
     /// The message's body is paged out: (queue id, seq) to read it from the
     /// store before sending (the connection does, outside the queue's lock).
     pub paged: Option<(u64, u64)>,
+    /// The first message of its group this consumer gets since it became
+    /// the group's owner (annotated `x-opt-group-first-for-consumer`).
+    pub group_first: bool,
 }
 
 /// Sender-side flow state of a consumer link (AMQP link flow control, in
@@ -61,6 +64,9 @@ pub struct FlowState {
     pub available: u32,
     /// Whether the consumer is draining.
     pub drain: bool,
+    /// For an exclusive consumer whose state changed: whether it is now the
+    /// queue's active consumer (sent as the flow property `active`).
+    pub active: Option<bool>,
 }
 
 /// A connection's mailbox: items pushed by queues, drained by the connection.

@@ -28,6 +28,8 @@ mod flag {
     pub const EXPIRES: u8 = 8;
     pub const TO: u8 = 16;
     pub const ABSOLUTE_EXPIRY: u8 = 32;
+    /// A group id, group sequence and the closes-group mark follow.
+    pub const GROUP: u8 = 64;
 }
 
 /// A queue entry read back from the store.
@@ -62,6 +64,10 @@ pub fn encode_entry(message: &Message, delivery_count: u32, expires_at: Option<u
         routing.is_some_and(|r| r.absolute_expiry.is_some()),
         flag::ABSOLUTE_EXPIRY,
     );
+    set(
+        routing.is_some_and(|r| r.group_id.is_some() || r.closes_group),
+        flag::GROUP,
+    );
     let mut b = BytesMut::with_capacity(64 + message.size());
     b.put_u8(VERSION);
     b.put_u8(flags);
@@ -80,6 +86,11 @@ pub fn encode_entry(message: &Message, delivery_count: u32, expires_at: Option<u
         }
         if let Some(to) = &r.to {
             put_str(&mut b, to);
+        }
+        if r.group_id.is_some() || r.closes_group {
+            put_str(&mut b, r.group_id.as_deref().unwrap_or(""));
+            b.put_u8(u8::from(r.group_sequence.is_some()) | (u8::from(r.closes_group) << 1));
+            b.put_u32(r.group_sequence.unwrap_or(0));
         }
     }
     let annotations = message.broker_annotations();
@@ -172,6 +183,21 @@ pub fn decode_entry(mut b: Bytes, with_body: bool) -> Result<StoredEntry, StoreE
     } else {
         None
     };
+    let (group_id, group_sequence, closes_group) = if flags & flag::GROUP != 0 {
+        let id = get_str(&mut b)?;
+        if b.remaining() < 5 {
+            return Err(corrupt("group"));
+        }
+        let bits = b.get_u8();
+        let seq = b.get_u32();
+        (
+            (!id.is_empty()).then_some(id),
+            (bits & 1 != 0).then_some(seq),
+            bits & 2 != 0,
+        )
+    } else {
+        (None, None, false)
+    };
     let n = get_u32(&mut b)?;
     let mut broker_annotations = Vec::new();
     for _ in 0..n {
@@ -192,12 +218,20 @@ pub fn decode_entry(mut b: Bytes, with_body: bool) -> Result<StoredEntry, StoreE
     }
     let annotations = b.split_to(alen);
     let size = annotations.len() + b.len();
-    let routing = (to.is_some() || absolute_expiry.is_some()).then(|| {
-        Box::new(RoutingFields {
-            to,
-            absolute_expiry,
-        })
-    });
+    let routing = (to.is_some()
+        || absolute_expiry.is_some()
+        || group_id.is_some()
+        || group_sequence.is_some()
+        || closes_group)
+        .then(|| {
+            Box::new(RoutingFields {
+                to,
+                absolute_expiry,
+                group_id,
+                group_sequence,
+                closes_group,
+            })
+        });
     let message = Message {
         header: HeaderFields {
             durable: flags & flag::DURABLE != 0,
@@ -336,6 +370,9 @@ mod tests {
         m.routing = Some(Box::new(RoutingFields {
             to: Some("orders".into()),
             absolute_expiry: Some(1_700_000_000_000),
+            group_id: Some("g-1".into()),
+            group_sequence: Some(u32::MAX),
+            closes_group: true,
         }));
         m.annotations = Bytes::from_static(b"\x00\x53\x72\xc1\x01\x00");
         let m = m

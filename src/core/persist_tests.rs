@@ -44,7 +44,9 @@ fn number(m: &Message) -> u32 {
 fn consume(queue: &Queue, id: u64, credit: u32) -> (ConsumerId, Vec<Delivery>) {
     let outbox = Outbox::new();
     let consumer = ConsumerId(id);
-    queue.attach_consumer(consumer, Arc::clone(&outbox), ConsumerOptions::default());
+    queue
+        .attach_consumer(consumer, Arc::clone(&outbox), ConsumerOptions::default())
+        .unwrap();
     queue.flow(consumer, 0, credit, false, false).unwrap();
     let mut items = Vec::new();
     outbox.take_all(&mut items);

@@ -98,6 +98,15 @@ impl Inner {
     }
 }
 
+/// What the queue made of a consumer's attach.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attached {
+    /// The group a `GroupFilter::Any` consumer was given.
+    pub group: Option<String>,
+    /// The consumer is exclusive (one active at a time on this queue).
+    pub exclusive: bool,
+}
+
 /// A snapshot of a queue's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueStats {
@@ -107,6 +116,10 @@ pub struct QueueStats {
     pub unacked: usize,
     /// Attached consumers.
     pub consumers: usize,
+    /// Live message groups.
+    pub groups: usize,
+    /// The active exclusive consumer, if the queue is exclusive.
+    pub active: Option<ConsumerId>,
     /// Expired, dead-lettered and dropped messages so far.
     pub counters: Counters,
 }
@@ -223,11 +236,41 @@ impl Queue {
         self.with_state(|s, a| s.restore(seq, stored, a));
     }
 
-    /// Attaches a consumer whose deliveries go to `outbox`.
-    pub fn attach_consumer(&self, id: ConsumerId, outbox: Arc<Outbox>, options: ConsumerOptions) {
-        let mut inner = self.inner.lock();
-        inner.outboxes.insert(id, outbox);
-        inner.state.add_consumer(id, options);
+    /// Attaches a consumer whose deliveries go to `outbox`. Returns the
+    /// group it was given for a `GroupFilter::Any`, and whether it is
+    /// exclusive (to echo in the attach). Refused when its group filter
+    /// names a group another consumer holds, or no group is available.
+    pub fn attach_consumer(
+        &self,
+        id: ConsumerId,
+        outbox: Arc<Outbox>,
+        options: ConsumerOptions,
+    ) -> Result<Attached, CoreError> {
+        // The outbox goes in first: the attach may already tell the
+        // consumer something (whether it is the active one).
+        self.inner.lock().outboxes.insert(id, outbox);
+        let (result, _) = self.with_state(|s, a| {
+            let group = s.attach_consumer(id, options, a)?;
+            Ok(Attached {
+                group,
+                exclusive: s.is_exclusive(id),
+            })
+        });
+        if result.is_err() {
+            self.inner.lock().outboxes.remove(&id);
+        }
+        result
+    }
+
+    /// Moves groups so that each consumer owns about as many (SPEC §5's
+    /// operator rebalance); returns how many groups move.
+    pub fn rebalance(&self) -> usize {
+        self.with_state(|s, a| {
+            let moved = s.rebalance();
+            s.tick(a);
+            moved
+        })
+        .0
     }
 
     /// Detaches a consumer; its unsettled messages return in order.
@@ -269,9 +312,10 @@ impl Queue {
         })
     }
 
-    /// Expires what is due (the broker's timer calls this).
-    pub fn expire_due(&self) {
-        let _ = self.with_state(|s, a| s.expire_due(a));
+    /// Time-driven work: expiry, idle groups, hand-over deadlines (the
+    /// broker's timer calls this every second).
+    pub fn tick(&self) {
+        let _ = self.with_state(|s, a| s.tick(a));
     }
 
     /// Removes every ready message; returns how many.
@@ -299,6 +343,8 @@ impl Queue {
             depth: inner.state.depth(),
             unacked: inner.state.unacked(),
             consumers: inner.state.consumer_count(),
+            groups: inner.state.group_count(),
+            active: inner.state.active_consumer(),
             counters: inner.state.counters(),
         }
     }

@@ -1,77 +1,92 @@
-//! Dispatch: which ready message goes to which consumer.
+//! Dispatch: which queued message goes to which consumer next.
 //!
-//! Messages go in priority order, then arrival order. Each goes to a
-//! consumer with credit, the highest consumer priority first and
-//! round-robin among equals, skipping consumers that said
-//! `undeliverable-here` for it. Browsers see copies without acquiring.
+//! Messages go in priority order, then arrival order, across three kinds of
+//! candidates, each found without walking groups or consumers:
+//! - the first ungrouped message, to the next taker (highest consumer
+//!   priority with credit, round-robin among equals, skipping those that
+//!   said `undeliverable-here` for it);
+//! - the first unowned group's head, which assigns the group to the taker
+//!   owning the fewest groups;
+//! - the best head among groups whose owner has credit (`owned_heads`).
+//!
+//! Browsers see copies without acquiring; drains complete last.
 
 use std::ops::Bound;
 use std::sync::Arc;
 
-use super::{Action, Consumer, Key, QueueState};
+use super::groups::{Slot, NO_GROUP};
+use super::{Action, Entry, Key, QueueState, Unacked};
 use crate::core::outbox::{Delivery, FlowState};
-use crate::core::ConsumerId;
 
-/// How many ready messages one dispatch step looks past when the head is
-/// excluded for every consumer with credit (only `undeliverable-here`
-/// does that); bounds the work per step.
+/// How many queued candidates one dispatch step looks past when the first
+/// is excluded for every taker (only `undeliverable-here` does that);
+/// bounds the work per step.
 const SCAN_LIMIT: usize = 1024;
 
-/// The consumer that should get a message excluded for `excluded`: highest
-/// priority with credit, round-robin from `cursor` among equals.
-fn pick(consumers: &[Consumer], cursor: usize, excluded: &[ConsumerId]) -> Option<usize> {
-    let eligible = |c: &Consumer| !c.options.browse && c.credit > 0 && !excluded.contains(&c.id);
-    let best = consumers
-        .iter()
-        .filter(|c| eligible(c))
-        .map(|c| c.options.priority)
-        .max()?;
-    let n = consumers.len();
-    (0..n)
-        .map(|step| (cursor + step) % n)
-        .find(|&i| eligible(&consumers[i]) && consumers[i].options.priority == best)
+/// The next delivery decided.
+#[derive(Debug, Clone, Copy)]
+enum Choice {
+    /// An ungrouped message, to consumer `index`.
+    Ungrouped(Key, usize),
+    /// The head of an unowned group, which consumer `index` will own.
+    NewGroup(Key, Slot, usize),
+    /// The head of a group consumer `index` owns.
+    Owned(Key, Slot, usize),
+}
+
+impl Choice {
+    /// The position of the message it delivers.
+    fn key(&self) -> Key {
+        match *self {
+            Choice::Ungrouped(k, _) | Choice::NewGroup(k, _, _) | Choice::Owned(k, _, _) => k,
+        }
+    }
 }
 
 impl QueueState {
-    /// Hands ready messages to consumers with credit, feeds browsers, then
+    /// Hands queued messages to consumers with credit, feeds browsers, then
     /// completes drains that ran out of messages.
     pub(super) fn dispatch(&mut self, actions: &mut Vec<Action>) {
-        while self
-            .consumers
-            .iter()
-            .any(|c| !c.options.browse && c.credit > 0)
-        {
-            let mut due = Vec::new();
-            let mut choice = None;
-            for (key, entry) in self.ready.iter().take(SCAN_LIMIT) {
-                if entry.expires_at.is_some_and(|at| at <= self.now) {
-                    due.push(*key);
-                    continue;
+        loop {
+            let mut expired = false;
+            let owned = self.owned_choice(actions, &mut expired);
+            let (ungrouped, unowned) = if self.takers.is_empty() {
+                (None, None)
+            } else {
+                (
+                    self.ungrouped_choice(actions, &mut expired),
+                    self.unowned_choice(actions, &mut expired),
+                )
+            };
+            let best = [owned, ungrouped, unowned]
+                .into_iter()
+                .flatten()
+                .min_by_key(Choice::key);
+            match best {
+                Some(Choice::Ungrouped(key, index)) => {
+                    if let Some(entry) = self.remove_ready(&key) {
+                        self.deliver(entry, index, false, actions);
+                    }
                 }
-                if let Some(index) = pick(
-                    &self.consumers,
-                    self.cursor,
-                    entry.excluded.as_deref().map_or(&[], |v| v.as_slice()),
-                ) {
-                    choice = Some((*key, index));
-                    break;
+                Some(Choice::NewGroup(_, slot, index)) => {
+                    let owner = self.consumers[index].id;
+                    self.assign(slot, owner);
+                    self.deliver_from_group(slot, index, actions);
                 }
-            }
-            let expired_any = !due.is_empty();
-            for key in due {
-                if let Some(entry) = self.remove_ready(&key) {
-                    self.expire(entry, actions);
+                Some(Choice::Owned(_, slot, index)) => {
+                    self.deliver_from_group(slot, index, actions)
                 }
-            }
-            match choice {
-                Some((key, index)) => self.deliver(key, index, actions),
-                None if expired_any => continue,
+                None if expired => continue,
                 None => break,
             }
         }
         self.feed_browsers(actions);
-        let available = u32::try_from(self.ready.len()).unwrap_or(u32::MAX);
-        for consumer in self.consumers.iter_mut().filter(|c| c.drain) {
+        let available = self.available();
+        for index in 0..self.consumers.len() {
+            let consumer = &mut self.consumers[index];
+            if !consumer.drain {
+                continue;
+            }
             // Nothing left for it: the drain uses up the rest of its credit.
             consumer.delivery_count = consumer.delivery_count.wrapping_add(consumer.credit);
             consumer.credit = 0;
@@ -82,25 +97,133 @@ impl QueueState {
                 credit: 0,
                 available,
                 drain: true,
+                active: None,
             }));
+            self.refresh_consumer(index);
         }
     }
 
-    /// Gives the message at `key` to consumer `index`.
-    fn deliver(&mut self, key: Key, index: usize, actions: &mut Vec<Action>) {
-        let Some(mut entry) = self.remove_ready(&key) else {
+    /// The best head among groups whose owner has credit. An expired head
+    /// is expired on the way (and `expired` set).
+    fn owned_choice(&mut self, actions: &mut Vec<Action>, expired: &mut bool) -> Option<Choice> {
+        loop {
+            let &(key, consumer) = self.owned_heads.first()?;
+            let index = self.consumer_index(consumer)?;
+            let &(_, slot) = self.consumers[index].heads.first()?;
+            if self.expire_group_head(slot, actions) {
+                *expired = true;
+                continue;
+            }
+            return Some(Choice::Owned(key, slot, index));
+        }
+    }
+
+    /// The first ungrouped message some taker may have.
+    fn ungrouped_choice(
+        &mut self,
+        actions: &mut Vec<Action>,
+        expired: &mut bool,
+    ) -> Option<Choice> {
+        let mut due = Vec::new();
+        let mut choice = None;
+        for (key, entry) in self.ready.iter().take(SCAN_LIMIT) {
+            if entry.expires_at.is_some_and(|at| at <= self.now) {
+                due.push(*key);
+                continue;
+            }
+            if let Some(index) = self.pick_taker(entry.excluded()) {
+                choice = Some(Choice::Ungrouped(*key, index));
+                break;
+            }
+        }
+        for key in due {
+            if let Some(entry) = self.remove_ready(&key) {
+                self.expire(entry, actions);
+                *expired = true;
+            }
+        }
+        choice
+    }
+
+    /// The first unowned group whose head some taker may have.
+    fn unowned_choice(&mut self, actions: &mut Vec<Action>, expired: &mut bool) -> Option<Choice> {
+        let mut due = Vec::new();
+        let mut choice = None;
+        for &(key, slot) in self.groups.unowned.iter().take(SCAN_LIMIT) {
+            let Some(head) = self.groups.get(slot).and_then(|g| g.queue.values().next()) else {
+                continue;
+            };
+            if head.expires_at.is_some_and(|at| at <= self.now) {
+                due.push(slot);
+                continue;
+            }
+            if let Some(index) = self.pick_group_owner(head.excluded()) {
+                choice = Some(Choice::NewGroup(key, slot, index));
+                break;
+            }
+        }
+        for slot in due {
+            *expired |= self.expire_group_head(slot, actions);
+        }
+        choice
+    }
+
+    /// Expires a group's head if it is due; true if it did.
+    fn expire_group_head(&mut self, slot: Slot, actions: &mut Vec<Action>) -> bool {
+        let now = self.now;
+        let position = match self.groups.get(slot).and_then(|g| g.queue.iter().next()) {
+            Some((position, head)) if head.expires_at.is_some_and(|at| at <= now) => *position,
+            _ => return false,
+        };
+        if let Some(entry) = self.remove_grouped(slot, &position) {
+            self.expire(entry, actions);
+        }
+        self.settle_idle(slot);
+        true
+    }
+
+    /// Delivers the head of a group to consumer `index` (its owner).
+    fn deliver_from_group(&mut self, slot: Slot, index: usize, actions: &mut Vec<Action>) {
+        let presettled = self.consumers[index].options.presettled;
+        let Some(g) = self.groups.get_mut(slot) else {
             return;
         };
-        self.cursor = (index + 1) % self.consumers.len();
+        let Some(&position) = g.queue.keys().next() else {
+            return;
+        };
+        let first = std::mem::take(&mut g.first_for_owner);
+        if !presettled {
+            g.inflight += 1;
+        }
+        let Some(entry) = self.remove_grouped(slot, &position) else {
+            return;
+        };
+        self.deliver(entry, index, first, actions);
+    }
+
+    /// Gives `entry` to consumer `index`.
+    fn deliver(
+        &mut self,
+        mut entry: Entry,
+        index: usize,
+        group_first: bool,
+        actions: &mut Vec<Action>,
+    ) {
         let consumer = &mut self.consumers[index];
         consumer.credit -= 1;
         consumer.delivery_count = consumer.delivery_count.wrapping_add(1);
+        let (id, priority, settled) = (
+            consumer.id,
+            consumer.options.priority,
+            consumer.options.presettled,
+        );
+        if !settled {
+            consumer.unsettled += 1;
+        }
         let delivery_id = self.next_delivery_id;
         self.next_delivery_id += 1;
         let first_acquirer = !entry.acquired;
         entry.acquired = true;
-        let settled = consumer.options.presettled;
-        let id = consumer.id;
         // A pre-settled delivery leaves the queue (and the store) now, so a
         // paged-out body is read before that; otherwise the connection
         // reads it when it sends the transfer.
@@ -117,30 +240,41 @@ impl QueueState {
             first_acquirer,
             settled,
             paged,
+            group_first,
         }));
+        let slot = entry.group;
         if settled {
+            let closes = entry.message.closes_group();
             if let Some(r) = self.retire(&entry) {
                 actions.push(Action::Store(r));
+            }
+            if slot != NO_GROUP {
+                if closes {
+                    self.close_group(slot, id);
+                }
+                self.settle_idle(slot);
             }
         } else {
             self.unacked.insert(
                 delivery_id,
-                super::Unacked {
+                Unacked {
                     entry,
                     consumer: id,
                 },
             );
         }
+        self.rotate_taker(id, priority);
+        self.refresh_consumer(index);
     }
 
     /// Where a paged-out entry's body is stored.
-    fn paged_ref(&self, entry: &super::Entry) -> Option<(u64, u64)> {
+    fn paged_ref(&self, entry: &Entry) -> Option<(u64, u64)> {
         entry.paged.then_some(())?;
         self.store_id.map(|q| (q, entry.seq))
     }
 
     /// Browsers with credit see the next messages after where they were,
-    /// without acquiring them (pre-settled copies).
+    /// without acquiring them (pre-settled copies), grouped or not.
     fn feed_browsers(&mut self, actions: &mut Vec<Action>) {
         for index in 0..self.consumers.len() {
             let consumer = &self.consumers[index];
@@ -151,34 +285,66 @@ impl QueueState {
                 Some(key) => Bound::Excluded(key),
                 None => Bound::Unbounded,
             };
-            let mut credit = consumer.credit;
-            let mut last = consumer.browsed_to;
+            let credit = consumer.credit as usize;
             let now = self.now;
-            let store_id = self.store_id;
-            for (key, entry) in self.ready.range((start, Bound::Unbounded)) {
-                if credit == 0 {
-                    break;
+            // The next `credit` live messages after the cursor, ungrouped
+            // and grouped merged by position.
+            let mut next: Vec<(Key, &Entry)> = self
+                .ready
+                .range((start, Bound::Unbounded))
+                .filter(|(_, e)| e.expires_at.is_none_or(|at| at > now))
+                .take(credit)
+                .map(|(k, e)| (*k, e))
+                .collect();
+            if self.groups.queued > 0 {
+                for g in self.groups.slots.iter().flatten() {
+                    next.extend(
+                        g.queue
+                            .values()
+                            .filter(|e| {
+                                let k = e.key();
+                                (match start {
+                                    Bound::Excluded(s) => k > s,
+                                    _ => true,
+                                }) && e.expires_at.is_none_or(|at| at > now)
+                            })
+                            .map(|e| (e.key(), e)),
+                    );
                 }
-                last = Some(*key);
-                if entry.expires_at.is_some_and(|at| at <= now) {
-                    continue;
-                }
-                credit -= 1;
-                let delivery_id = self.next_delivery_id;
+                next.sort_by_key(|(k, _)| *k);
+                next.truncate(credit);
+            }
+            let deliveries: Vec<(Key, Delivery)> = next
+                .iter()
+                .map(|(key, entry)| {
+                    (
+                        *key,
+                        Delivery {
+                            consumer: consumer.id,
+                            delivery_id: 0,
+                            message: Arc::clone(&entry.message),
+                            delivery_count: entry.delivery_count,
+                            first_acquirer: false,
+                            settled: true,
+                            paged: self
+                                .store_id
+                                .filter(|_| entry.paged)
+                                .map(|q| (q, entry.seq)),
+                            group_first: false,
+                        },
+                    )
+                })
+                .collect();
+            let sent = deliveries.len() as u32;
+            let mut last = consumer.browsed_to;
+            for (key, mut d) in deliveries {
+                d.delivery_id = self.next_delivery_id;
                 self.next_delivery_id += 1;
-                actions.push(Action::Deliver(Delivery {
-                    consumer: consumer.id,
-                    delivery_id,
-                    message: Arc::clone(&entry.message),
-                    delivery_count: entry.delivery_count,
-                    first_acquirer: false,
-                    settled: true,
-                    paged: store_id.filter(|_| entry.paged).map(|q| (q, entry.seq)),
-                }));
+                last = Some(key);
+                actions.push(Action::Deliver(d));
             }
             let consumer = &mut self.consumers[index];
-            let sent = consumer.credit - credit;
-            consumer.credit = credit;
+            consumer.credit -= sent;
             consumer.delivery_count = consumer.delivery_count.wrapping_add(sent);
             consumer.browsed_to = last;
         }

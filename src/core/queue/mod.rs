@@ -1,32 +1,43 @@
 //! One queue's state machine: messages in priority and arrival order,
-//! consumers with credit, deliveries awaiting an outcome.
+//! consumers with credit, groups, the active exclusive consumer, and
+//! deliveries awaiting an outcome.
 //!
 //! `QueueState` is a plain struct whose methods decide and return
 //! [`Action`]s; it never touches an outbox, a lock or a clock (the owner
 //! tells it the time), so every dispatch decision is unit-testable.
 //! [`super::Queue`] owns one behind a lock and carries the actions out.
-//! Dispatch itself is in `dispatch.rs`.
+//!
+//! - `consumers.rs`: consumers, takers, the active exclusive consumer.
+//! - `groups.rs`: message groups, their owners, hand-overs, idle groups.
+//! - `dispatch.rs`: which message goes to which consumer next.
+//! - `removal.rs`: messages leaving: expiry, dead-lettering, limits, purge.
 
+mod consumers;
 mod dispatch;
+mod groups;
+mod removal;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
 use std::sync::Arc;
 
 use super::error::CoreError;
 use super::message::Message;
 use super::outbox::{Delivery, FlowState};
 use super::persist::{self, Persistence};
-use super::settings::{OverflowPolicy, QueueSettings};
+use super::settings::QueueSettings;
 use super::ConsumerId;
 use crate::store::Record;
+use consumers::{Consumer, Exclusive, Takers};
+use groups::{Groups, Slot, NO_GROUP};
 
 /// What a queue decided; the owner performs it after the decision.
 #[derive(Debug)]
 pub enum Action {
     /// Hand a message to a consumer.
     Deliver(Delivery),
-    /// Tell a consumer its link's flow state (drain finished, or echo asked).
+    /// Tell a consumer its link's flow state (drain finished, echo asked,
+    /// or its active state as an exclusive consumer changed).
     Flow(FlowState),
     /// Move a message to another address (dead-lettering, expiry).
     Forward {
@@ -61,16 +72,32 @@ pub enum Outcome {
     Rejected,
 }
 
+/// Which group a consumer is limited to (SPEC §5).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum GroupFilter {
+    /// Only this group, held exclusively while the consumer is attached.
+    Group(String),
+    /// Whichever unowned group has messages: the queue picks one at attach
+    /// (Azure Service Bus' "next available session").
+    Any,
+}
+
 /// How a consumer wants its deliveries.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct ConsumerOptions {
     /// Pre-settled link: at-most-once, the queue forgets a message once it
     /// is handed over.
     pub presettled: bool,
-    /// Consumers of higher priority that have credit get messages first.
+    /// Consumers of higher priority that have credit get messages first;
+    /// among exclusive consumers the highest is active.
     pub priority: i32,
     /// A browser sees messages without acquiring them.
     pub browse: bool,
+    /// The consumer asked to be exclusive: one consumer of the queue active
+    /// at a time (the queue's `exclusive` setting makes every consumer so).
+    pub exclusive: bool,
+    /// The consumer receives only one group.
+    pub group_filter: Option<GroupFilter>,
 }
 
 /// Position in the queue: higher priority first, then arrival order.
@@ -95,6 +122,8 @@ struct Entry {
     excluded: Option<Box<Vec<ConsumerId>>>,
     /// Bytes of the message (kept here: a paged-out message holds none).
     size: u32,
+    /// Its group's slot, or `NO_GROUP`.
+    group: Slot,
     /// The message is in the store (durable message on a durable queue).
     persisted: bool,
     /// Its body is not in memory: read back from the store on delivery.
@@ -106,6 +135,16 @@ impl Entry {
     fn key(&self) -> Key {
         (Reverse(self.message.header.priority.min(9)), self.seq)
     }
+
+    /// The consumers it must not go to.
+    fn excluded(&self) -> &[ConsumerId] {
+        self.excluded.as_deref().map_or(&[], |v| v.as_slice())
+    }
+
+    /// Whether `consumer` said it cannot take this message.
+    fn excluded_for(&self, consumer: ConsumerId) -> bool {
+        self.excluded().contains(&consumer)
+    }
 }
 
 /// A delivery handed to a consumer and not yet settled.
@@ -115,24 +154,6 @@ struct Unacked {
     entry: Entry,
     /// Who holds it.
     consumer: ConsumerId,
-}
-
-/// A consumer attached to the queue.
-#[derive(Debug)]
-struct Consumer {
-    /// Its identity, used in actions and by the protocol layer.
-    id: ConsumerId,
-    /// Deliveries it may still receive.
-    credit: u32,
-    /// Deliveries sent plus credit consumed by drains (AMQP link
-    /// delivery-count), so credit can be recomputed from the consumer's view.
-    delivery_count: u32,
-    /// The consumer asked to use up its credit now.
-    drain: bool,
-    /// Delivery mode and priority.
-    options: ConsumerOptions,
-    /// For a browser: the last position it saw.
-    browsed_to: Option<Key>,
 }
 
 /// Counters for management and tests.
@@ -154,20 +175,31 @@ pub struct QueueState {
     /// The address messages came to (the topic, for a subscription), put in
     /// `x-opt-original-address` when they move elsewhere.
     origin: String,
-    /// Limits, dead-letter and expiry addresses.
+    /// Limits, dead-letter and expiry addresses, exclusivity, groups.
     settings: QueueSettings,
-    /// Messages ready for delivery, by priority then arrival.
+    /// Ungrouped messages ready for delivery, by priority then arrival.
     ready: BTreeMap<Key, Entry>,
-    /// Bytes of the ready messages (for `max-bytes`).
+    /// Bytes of every queued message, grouped or not (for `max-bytes`).
     ready_bytes: usize,
-    /// Ready messages that expire, soonest first (entries may be stale).
-    expiries: BinaryHeap<Reverse<(u64, Key)>>,
+    /// Queued messages that expire, soonest first: (when, position, group);
+    /// entries may be stale.
+    expiries: BinaryHeap<Reverse<(u64, Key, Slot)>>,
     /// Sequence number of the next message to arrive.
     next_seq: u64,
     /// Attached consumers, in attach order.
     consumers: Vec<Consumer>,
-    /// Round-robin position in `consumers`.
-    cursor: usize,
+    /// Index of each consumer in `consumers`.
+    consumer_slots: HashMap<ConsumerId, usize>,
+    /// Attach order of the next consumer.
+    next_attach: u64,
+    /// Consumers that may take ungrouped messages and new groups now.
+    takers: Takers,
+    /// Consumers with credit and an owned group ready, by that group's head.
+    owned_heads: BTreeSet<(Key, ConsumerId)>,
+    /// The active consumer of an exclusive queue.
+    exclusive: Exclusive,
+    /// Message groups.
+    groups: Groups,
     /// Deliveries awaiting an outcome, by delivery id.
     unacked: HashMap<u64, Unacked>,
     /// Next delivery id.
@@ -195,7 +227,12 @@ impl QueueState {
             expiries: BinaryHeap::new(),
             next_seq: 0,
             consumers: Vec::new(),
-            cursor: 0,
+            consumer_slots: HashMap::new(),
+            next_attach: 0,
+            takers: Takers::new(),
+            owned_heads: BTreeSet::new(),
+            exclusive: Exclusive::default(),
+            groups: Groups::default(),
             unacked: HashMap::new(),
             next_delivery_id: 0,
             now: 0,
@@ -239,7 +276,12 @@ impl QueueState {
 
     /// Messages waiting for a consumer.
     pub fn depth(&self) -> usize {
-        self.ready.len()
+        self.ready.len() + self.groups.queued
+    }
+
+    /// Messages waiting, as a flow's `available`.
+    fn available(&self) -> u32 {
+        u32::try_from(self.depth()).unwrap_or(u32::MAX)
     }
 
     /// Deliveries handed out and not yet settled.
@@ -284,6 +326,14 @@ impl QueueState {
         Ok(())
     }
 
+    /// The group slot a message joins (created if need be), or `NO_GROUP`.
+    fn group_of(&mut self, message: &Message) -> Slot {
+        match message.group_id() {
+            Some(id) => self.groups.slot_for(id, self.settings.max_groups),
+            None => NO_GROUP,
+        }
+    }
+
     /// A new entry: persisted if durable here, paged out if memory is over
     /// its limit (durable ones only), counted in the memory gauge otherwise.
     fn new_entry(
@@ -308,6 +358,7 @@ impl QueueState {
             .persistence
             .as_ref()
             .is_none_or(|p| p.admit(size, persisted));
+        let group = self.group_of(&message);
         let message = if in_memory {
             message
         } else {
@@ -321,6 +372,7 @@ impl QueueState {
             expires_at,
             excluded: None,
             size: u32::try_from(size).unwrap_or(u32::MAX),
+            group,
             persisted,
             paged: !in_memory,
         }
@@ -338,6 +390,7 @@ impl QueueState {
                 .persistence
                 .as_ref()
                 .is_none_or(|p| p.admit(size, true));
+        let group = self.group_of(&stored.message);
         let message = if in_memory {
             stored.message
         } else {
@@ -351,6 +404,7 @@ impl QueueState {
             expires_at: stored.expires_at,
             excluded: None,
             size: u32::try_from(size).unwrap_or(u32::MAX),
+            group,
             persisted: true,
             paged: !in_memory,
         };
@@ -376,51 +430,47 @@ impl QueueState {
         debug_assert!(result.is_ok());
     }
 
-    /// Applies `max-length` / `max-bytes` before a message of `size` bytes
-    /// goes in: refuses it, or drops the oldest ready messages.
-    fn make_room(&mut self, size: usize, actions: &mut Vec<Action>) -> Result<(), CoreError> {
-        let over = |q: &Self| {
-            q.settings
-                .max_length
-                .is_some_and(|max| q.ready.len() as u64 >= max)
-                || q.settings
-                    .max_bytes
-                    .is_some_and(|max| (q.ready_bytes + size) as u64 > max)
-        };
-        if !over(self) {
-            return Ok(());
-        }
-        match self.settings.overflow {
-            OverflowPolicy::Reject => Err(CoreError::QueueFull {
-                queue: self.name.clone(),
-            }),
-            OverflowPolicy::DropOldest => {
-                while over(self) {
-                    // The oldest by arrival, whatever its priority: the
-                    // first entry of each priority level, lowest sequence.
-                    let oldest = (0..=9u8)
-                        .filter_map(|p| {
-                            self.ready
-                                .range((Reverse(p), 0)..=(Reverse(p), u64::MAX))
-                                .next()
-                                .map(|(k, _)| *k)
-                        })
-                        .min_by_key(|k| k.1);
-                    let Some(entry) = oldest.and_then(|k| self.remove_ready(&k)) else {
-                        break;
-                    };
-                    if let Some(r) = self.retire(&entry) {
-                        actions.push(Action::Store(r));
-                    }
-                    self.counters.dropped += 1;
+    /// Attaches a consumer with no credit yet. A group filter naming a group
+    /// another consumer's filter holds is refused; `GroupFilter::Any` picks
+    /// an unowned group with messages, whose id is returned.
+    pub fn attach_consumer(
+        &mut self,
+        id: ConsumerId,
+        mut options: ConsumerOptions,
+        actions: &mut Vec<Action>,
+    ) -> Result<Option<String>, CoreError> {
+        let mut claimed = None;
+        let filter_slot = match &options.group_filter {
+            None => None,
+            Some(GroupFilter::Group(group)) => {
+                let slot = self.groups.slot_for(group, self.settings.max_groups);
+                if self.groups.get(slot).is_some_and(|g| g.pinned) {
+                    return Err(CoreError::GroupLocked {
+                        group: group.clone(),
+                    });
                 }
-                Ok(())
+                Some(slot)
             }
+            Some(GroupFilter::Any) => {
+                let found = self.groups.unowned.iter().find_map(|&(_, slot)| {
+                    match &self.groups.get(slot)?.key {
+                        groups::GroupKey::Named(n) => Some((slot, n.to_string())),
+                        groups::GroupKey::Bucket(_) => None,
+                    }
+                });
+                let Some((slot, group)) = found else {
+                    return Err(CoreError::NoGroupAvailable {
+                        queue: self.name.clone(),
+                    });
+                };
+                options.group_filter = Some(GroupFilter::Group(group.clone()));
+                claimed = Some(group);
+                Some(slot)
+            }
+        };
+        if options.exclusive {
+            self.exclusive.requested += 1;
         }
-    }
-
-    /// Attaches a consumer with no credit yet.
-    pub fn add_consumer(&mut self, id: ConsumerId, options: ConsumerOptions) {
         self.consumers.push(Consumer {
             id,
             credit: 0,
@@ -428,20 +478,51 @@ impl QueueState {
             drain: false,
             options,
             browsed_to: None,
+            attached: self.next_attach,
+            owned: 0,
+            unsettled: 0,
+            heads: BTreeSet::new(),
+            listed: None,
+            taker: false,
+            reported_active: None,
         });
+        self.next_attach += 1;
+        self.consumer_slots.insert(id, self.consumers.len() - 1);
+        if let Some(slot) = filter_slot {
+            if let Some(g) = self.groups.get_mut(slot) {
+                g.pinned = true;
+                let owner = g.owner;
+                match owner {
+                    Some(owner) if owner == id => {}
+                    Some(_) => self.hand_over(slot, Some(id), None),
+                    None => self.assign(slot, id),
+                }
+            }
+        }
+        self.update_active(actions);
+        self.dispatch(actions);
+        Ok(claimed)
+    }
+
+    /// Attaches a consumer with default handling of the result (tests).
+    #[cfg(test)]
+    pub fn add_consumer(&mut self, id: ConsumerId, options: ConsumerOptions) {
+        let mut actions = Vec::new();
+        self.attach_consumer(id, options, &mut actions)
+            .expect("consumer attaches");
     }
 
     /// Detaches a consumer: its unsettled deliveries go back to their
-    /// original positions with delivery count + 1, then the queue dispatches
-    /// to whoever is left.
+    /// original positions with delivery count + 1, its groups are released,
+    /// another exclusive consumer may become active, then the queue
+    /// dispatches to whoever is left.
     pub fn remove_consumer(&mut self, id: ConsumerId, actions: &mut Vec<Action>) {
-        let Some(index) = self.consumers.iter().position(|c| c.id == id) else {
+        let Some(index) = self.consumer_index(id) else {
             return;
         };
-        self.consumers.remove(index);
-        if self.cursor > index {
-            self.cursor -= 1;
-        }
+        self.consumers[index].credit = 0;
+        self.consumers[index].drain = false;
+        self.refresh_consumer(index);
         let mut returned: Vec<u64> = self
             .unacked
             .iter()
@@ -451,9 +532,21 @@ impl QueueState {
         returned.sort_unstable();
         for delivery_id in returned {
             if let Some(unacked) = self.unacked.remove(&delivery_id) {
+                let slot = unacked.entry.group;
                 self.give_back(unacked.entry, true, None, actions);
+                if slot != NO_GROUP {
+                    self.group_settled(slot);
+                }
             }
         }
+        if self.consumers[index].options.exclusive {
+            self.exclusive.requested -= 1;
+        }
+        self.release_groups_of(id);
+        let removed = self.consumers.remove(index);
+        debug_assert!(removed.heads.is_empty());
+        self.reindex_consumers();
+        self.update_active(actions);
         self.dispatch(actions);
     }
 
@@ -469,17 +562,17 @@ impl QueueState {
         echo: bool,
         actions: &mut Vec<Action>,
     ) -> Result<(), CoreError> {
-        let consumer = self
-            .consumers
-            .iter_mut()
-            .find(|c| c.id == id)
+        let index = self
+            .consumer_index(id)
             .ok_or(CoreError::UnknownConsumer { consumer: id })?;
+        let consumer = &mut self.consumers[index];
         let limit = delivery_count.wrapping_add(credit);
         let left = limit.wrapping_sub(consumer.delivery_count);
         // Serial-number arithmetic (RFC 1982): a limit behind what we already
         // sent means no credit, not four billion.
         consumer.credit = if left <= i32::MAX as u32 { left } else { 0 };
         consumer.drain = drain;
+        self.refresh_consumer(index);
         self.dispatch(actions);
         if echo {
             if let Some(state) = self.flow_state(id) {
@@ -504,17 +597,37 @@ impl QueueState {
         let Some(unacked) = self.unacked.remove(&delivery_id) else {
             return Err(CoreError::UnknownDelivery { delivery_id });
         };
+        if let Some(i) = self.consumer_index(consumer) {
+            self.consumers[i].unsettled -= 1;
+        }
         let entry = unacked.entry;
+        let slot = entry.group;
+        let mut changed = slot != NO_GROUP;
         match outcome {
             Outcome::Accepted => {
+                let closes = entry.message.closes_group();
                 if let Some(r) = self.retire(&entry) {
                     actions.push(Action::Store(r));
                 }
+                if slot != NO_GROUP {
+                    self.group_settled(slot);
+                    if closes {
+                        self.close_group(slot, consumer);
+                    }
+                }
             }
-            Outcome::Rejected => self.dead_letter(entry, "rejected", actions),
+            Outcome::Rejected => {
+                self.dead_letter(entry, "rejected", actions);
+                if slot != NO_GROUP {
+                    self.group_settled(slot);
+                }
+            }
             Outcome::Released => {
                 self.give_back(entry, false, None, actions);
-                self.dispatch(actions);
+                if slot != NO_GROUP {
+                    self.group_settled(slot);
+                }
+                changed = true;
             }
             Outcome::Modified {
                 delivery_failed,
@@ -522,95 +635,40 @@ impl QueueState {
             } => {
                 let exclude = undeliverable_here.then_some(consumer);
                 self.give_back(entry, delivery_failed, exclude, actions);
-                self.dispatch(actions);
+                if slot != NO_GROUP {
+                    self.group_settled(slot);
+                }
+                changed = true;
             }
+        }
+        if self.exclusive.takeover.is_some() && self.exclusive.active == Some(consumer) {
+            self.update_active(actions);
+            changed = true;
+        }
+        if changed {
+            self.dispatch(actions);
         }
         Ok(())
     }
 
-    /// Expires what is due; called by the owner's timer.
-    pub fn expire_due(&mut self, actions: &mut Vec<Action>) {
-        while let Some(Reverse((at, key))) = self.expiries.peek().copied() {
-            if at > self.now {
-                break;
-            }
-            self.expiries.pop();
-            if self
-                .ready
-                .get(&key)
-                .is_some_and(|e| e.expires_at == Some(at))
-            {
-                if let Some(entry) = self.remove_ready(&key) {
-                    self.expire(entry, actions);
-                }
-            }
-        }
-    }
-
-    /// Removes every ready message; returns how many.
-    pub fn purge(&mut self, actions: &mut Vec<Action>) -> usize {
-        let n = self.ready.len();
-        let ready = std::mem::take(&mut self.ready);
-        for entry in ready.into_values() {
-            if let Some(r) = self.retire(&entry) {
-                actions.push(Action::Store(r));
-            }
-        }
-        self.ready_bytes = 0;
-        self.expiries.clear();
-        n
-    }
-
-    /// Drops every message because the queue itself is deleted (its store
-    /// records go with the queue's own record).
-    pub fn discard_all(&mut self) {
-        let ready = std::mem::take(&mut self.ready);
-        let unacked = std::mem::take(&mut self.unacked);
-        for entry in ready
-            .into_values()
-            .chain(unacked.into_values().map(|u| u.entry))
-        {
-            self.retire(&entry);
-        }
-        self.ready_bytes = 0;
-        self.expiries.clear();
-    }
-
-    /// A message leaves the queue for good: it no longer counts in memory,
-    /// and the record that removes it from the store, if it is stored.
-    fn retire(&self, entry: &Entry) -> Option<Record> {
-        if let Some(p) = &self.persistence {
-            if !entry.paged {
-                p.release(entry.size as usize);
-            }
-        }
-        match (entry.persisted, self.store_id) {
-            (true, Some(queue)) => Some(Record::Delete {
-                queue,
-                seq: entry.seq,
-                counted: entry.delivery_count > entry.message.header.delivery_count,
-            }),
-            _ => None,
-        }
-    }
-
-    /// The whole message of an entry: read back from the store if its body
-    /// is paged out (for the rare paths that move a message elsewhere).
-    fn full_message(&self, entry: &Entry) -> Arc<Message> {
-        if !entry.paged {
-            return Arc::clone(&entry.message);
-        }
-        let loaded = match (&self.persistence, self.store_id) {
-            (Some(p), Some(queue)) => p.load(queue, entry.seq),
-            _ => Ok(None),
+    /// A message closing its group was accepted: the group is released
+    /// (its next message starts a new assignment), unless a filter holds it.
+    fn close_group(&mut self, slot: Slot, consumer: ConsumerId) {
+        let Some(g) = self.groups.get(slot) else {
+            return;
         };
-        match loaded {
-            Ok(Some(m)) => Arc::new(m),
-            other => {
-                tracing::error!(queue = %self.name, seq = entry.seq, result = ?other.err(), "paged-out message body not found in the store");
-                Arc::clone(&entry.message)
-            }
+        if g.pinned || g.owner != Some(consumer) || g.inflight > 0 {
+            return;
         }
+        self.unassign(slot);
+    }
+
+    /// Time-driven work: expiry, idle groups, hand-over deadlines; called
+    /// by the owner's timer.
+    pub fn tick(&mut self, actions: &mut Vec<Action>) {
+        self.expire_due(actions);
+        self.tick_groups();
+        self.dispatch(actions);
     }
 
     /// A message returns from a consumer: counted as a failed attempt if
@@ -644,7 +702,8 @@ impl QueueState {
         self.insert(entry, actions);
     }
 
-    /// Puts an entry into the ready set (or expires it if it is due).
+    /// Puts an entry into the ready set or its group (or expires it if it
+    /// is due).
     fn insert(&mut self, entry: Entry, actions: &mut Vec<Action>) {
         if entry.expires_at.is_some_and(|at| at <= self.now) {
             self.expire(entry, actions);
@@ -652,101 +711,35 @@ impl QueueState {
         }
         let key = entry.key();
         if let Some(at) = entry.expires_at {
-            self.expiries.push(Reverse((at, key)));
+            self.expiries.push(Reverse((at, key, entry.group)));
         }
         self.ready_bytes += entry.size as usize;
-        self.ready.insert(key, entry);
+        if entry.group == NO_GROUP {
+            self.ready.insert(key, entry);
+        } else {
+            self.insert_grouped(entry.group, entry);
+        }
     }
 
-    /// Takes an entry out of the ready set.
+    /// Takes an ungrouped entry out of the ready set.
     fn remove_ready(&mut self, key: &Key) -> Option<Entry> {
         let entry = self.ready.remove(key)?;
         self.ready_bytes -= entry.size as usize;
         Some(entry)
     }
 
-    /// Moves a message to the dead-letter address with the reason.
-    fn dead_letter(&mut self, entry: Entry, reason: &str, actions: &mut Vec<Action>) {
-        use super::message::AnnotationValue::String as S;
-        let address = self.settings.dead_letter_address.clone();
-        self.counters.dead_lettered += 1;
-        let full = self.full_message(&entry);
-        let release = self.retire(&entry);
-        if address == self.name {
-            // The dead-letter queue itself (or a queue that is its own
-            // dead-letter address): never lose the message. It goes to the
-            // back of this queue, so it does not block the ones behind it.
-            tracing::info!(queue = %self.name, reason, "dead-lettered within its own queue: moved to the back");
-            let message = full.with_annotation("x-opt-dead-letter-reason", S(reason.to_string()));
-            let seq = self.next_seq;
-            self.next_seq += 1;
-            let moved = self.new_entry(
-                seq,
-                Arc::new(message),
-                entry.delivery_count,
-                entry.expires_at,
-                entry.acquired,
-                actions,
-            );
-            // Stored at its new position before it leaves the old one.
-            if let Some(r) = release {
-                actions.push(Action::Store(r));
-            }
-            self.insert(moved, actions);
-            return;
-        }
-        let mut message = full
-            .with_annotation("x-opt-dead-letter-reason", S(reason.to_string()))
-            .with_annotation("x-opt-original-address", S(self.origin.clone()));
-        message.header.delivery_count = entry.delivery_count;
-        actions.push(Action::Forward {
-            address,
-            message,
-            release,
-        });
-    }
-
-    /// Drops an expired message, or moves it to the expiry address.
-    fn expire(&mut self, entry: Entry, actions: &mut Vec<Action>) {
-        use super::message::AnnotationValue::String as S;
-        self.counters.expired += 1;
-        let address = match self.settings.expiry_address.clone() {
-            Some(address) if address != self.name => address,
-            _ => {
-                if let Some(r) = self.retire(&entry) {
-                    actions.push(Action::Store(r));
-                }
-                return;
-            }
-        };
-        let full = self.full_message(&entry);
-        let release = self.retire(&entry);
-        let mut message = full.with_annotation("x-opt-original-address", S(self.origin.clone()));
-        // It expired here; it does not expire again where it goes.
-        message.header.ttl = None;
-        if let Some(r) = message.routing.as_mut() {
-            r.absolute_expiry = None;
-        }
-        message.header.delivery_count = entry.delivery_count;
-        actions.push(Action::Forward {
-            address,
-            message,
-            release,
-        });
-    }
-
     /// The flow state of one consumer, as the protocol layer reports it.
     fn flow_state(&self, id: ConsumerId) -> Option<FlowState> {
-        let available = u32::try_from(self.ready.len()).unwrap_or(u32::MAX);
-        self.consumers
-            .iter()
-            .find(|c| c.id == id)
+        let available = self.available();
+        self.consumer_index(id)
+            .map(|i| &self.consumers[i])
             .map(|c| FlowState {
                 consumer: c.id,
                 delivery_count: c.delivery_count,
                 credit: c.credit,
                 available,
                 drain: c.drain,
+                active: None,
             })
     }
 }
@@ -762,5 +755,9 @@ fn slim(message: &Message) -> Message {
     }
 }
 
+#[cfg(test)]
+mod group_tests;
+#[cfg(test)]
+mod prop_tests;
 #[cfg(test)]
 mod tests;

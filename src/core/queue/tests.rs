@@ -468,8 +468,8 @@ fn expired_messages_move_to_the_expiry_address_and_are_skipped_at_dispatch() {
     q.enqueue(
         msg_with(1, |m| {
             m.routing = Some(Box::new(crate::core::RoutingFields {
-                to: None,
                 absolute_expiry: Some(1_050),
+                ..Default::default()
             }))
         }),
         &mut actions,

@@ -1,0 +1,287 @@
+//! Randomized runs of the queue state machine (proptest): consumers attach
+//! and detach, grant credit and settle in random orders while grouped and
+//! ungrouped messages arrive. After every step the invariants of SPEC §4–§5
+//! are checked against a model of what must be true:
+//! - never more deliveries than credit;
+//! - a group's next delivery is its oldest queued message (its head), so
+//!   a redelivered message may repeat but never skips back past a later one;
+//! - a group's deliveries in flight are all held by one consumer;
+//! - on an exclusive queue only the active consumer receives;
+//! - nothing is lost and nothing is delivered twice beyond redeliveries:
+//!   at the end every message is accepted exactly once.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use bytes::Bytes;
+use proptest::prelude::*;
+
+use super::*;
+use crate::core::settings::QueueSettings;
+
+/// One random step.
+#[derive(Debug, Clone)]
+enum Op {
+    Attach(u64, i32),
+    Detach(u64),
+    Credit(u64, u32),
+    Enqueue(Option<u8>),
+    Settle(usize, u8),
+    Tick,
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    prop_oneof![
+        1 => (0u64..4, 0i32..3).prop_map(|(c, p)| Op::Attach(c, p)),
+        1 => (0u64..4).prop_map(Op::Detach),
+        3 => (0u64..4, 0u32..6).prop_map(|(c, n)| Op::Credit(c, n)),
+        4 => proptest::option::weighted(0.8, 0u8..5).prop_map(Op::Enqueue),
+        4 => (0usize..64, 0u8..4).prop_map(|(i, o)| Op::Settle(i, o)),
+        1 => Just(Op::Tick),
+    ]
+}
+
+/// What the test knows about the queue.
+#[derive(Default)]
+struct Model {
+    /// Queued messages per group (None: ungrouped), by sequence.
+    queued: BTreeMap<Option<u8>, BTreeSet<u32>>,
+    /// Deliveries in flight: delivery id → (consumer, group, body).
+    inflight: HashMap<u64, (u64, Option<u8>, u32)>,
+    /// Credit each attached consumer has, as the queue should see it.
+    credit: HashMap<u64, u32>,
+    /// Link delivery count of each attached consumer.
+    delivery_count: HashMap<u64, u32>,
+    /// Accepted bodies, with how many times.
+    accepted: BTreeMap<u32, u32>,
+    /// Messages enqueued.
+    sent: u32,
+    /// Group of each body.
+    group_of: HashMap<u32, Option<u8>>,
+}
+
+fn message(n: u32, group: Option<u8>) -> Arc<Message> {
+    let mut m = Message::from_bare(Bytes::from(n.to_be_bytes().to_vec()));
+    if let Some(g) = group {
+        m.routing = Some(Box::new(crate::core::RoutingFields {
+            group_id: Some(format!("g{g}")),
+            ..Default::default()
+        }));
+    }
+    Arc::new(m)
+}
+
+impl Model {
+    /// Checks every delivery in `actions` against the model and records it.
+    fn observe(&mut self, q: &QueueState, actions: &mut Vec<Action>, exclusive: bool) {
+        for a in actions.drain(..) {
+            let Action::Deliver(d) = a else { continue };
+            let body = u32::from_be_bytes(d.message.bare[..4].try_into().unwrap());
+            let consumer = d.consumer.0;
+            let group = self.group_of[&body];
+            let credit = self
+                .credit
+                .get_mut(&consumer)
+                .expect("delivered to an attached consumer");
+            assert!(*credit > 0, "delivery beyond credit to {consumer}");
+            *credit -= 1;
+            *self.delivery_count.get_mut(&consumer).unwrap() += 1;
+            let queued = self.queued.get_mut(&group).unwrap();
+            if group.is_some() {
+                assert_eq!(
+                    queued.first().copied(),
+                    Some(body),
+                    "group {group:?}: {body} delivered while an earlier message waits"
+                );
+                let holders: BTreeSet<u64> = self
+                    .inflight
+                    .values()
+                    .filter(|(_, g, _)| *g == group)
+                    .map(|(c, _, _)| *c)
+                    .collect();
+                assert!(
+                    holders.is_empty() || holders == BTreeSet::from([consumer]),
+                    "group {group:?} in flight at {holders:?} and now at {consumer}"
+                );
+            }
+            assert!(queued.remove(&body), "{body} delivered but not queued");
+            if exclusive {
+                assert_eq!(
+                    q.active_consumer(),
+                    Some(d.consumer),
+                    "only the active consumer receives"
+                );
+                let others: Vec<u64> = self
+                    .inflight
+                    .values()
+                    .map(|(c, _, _)| *c)
+                    .filter(|c| *c != consumer)
+                    .collect();
+                assert!(
+                    others.is_empty(),
+                    "{consumer} receives while {others:?} hold deliveries"
+                );
+            }
+            self.inflight.insert(d.delivery_id, (consumer, group, body));
+        }
+    }
+
+    /// A message came back to the queue.
+    fn back(&mut self, body: u32) {
+        let group = self.group_of[&body];
+        self.queued.entry(group).or_default().insert(body);
+    }
+}
+
+fn run(ops: Vec<Op>, settings: QueueSettings, exclusive: bool) {
+    let mut q = QueueState::new("q", settings);
+    let mut m = Model::default();
+    let mut a = Vec::new();
+    for op in ops {
+        match op {
+            Op::Attach(c, priority) => {
+                if m.credit.contains_key(&c) {
+                    continue;
+                }
+                let options = ConsumerOptions {
+                    priority,
+                    exclusive,
+                    ..Default::default()
+                };
+                q.attach_consumer(ConsumerId(c), options, &mut a).unwrap();
+                m.credit.insert(c, 0);
+                m.delivery_count.insert(c, 0);
+            }
+            Op::Detach(c) => {
+                if m.credit.remove(&c).is_none() {
+                    continue;
+                }
+                m.delivery_count.remove(&c);
+                let mine: Vec<u64> = m
+                    .inflight
+                    .iter()
+                    .filter(|(_, (holder, _, _))| *holder == c)
+                    .map(|(d, _)| *d)
+                    .collect();
+                for d in mine {
+                    let (_, _, body) = m.inflight.remove(&d).unwrap();
+                    m.back(body);
+                }
+                q.remove_consumer(ConsumerId(c), &mut a);
+            }
+            Op::Credit(c, n) => {
+                let Some(dc) = m.delivery_count.get(&c).copied() else {
+                    continue;
+                };
+                m.credit.insert(c, n);
+                q.flow(ConsumerId(c), dc, n, false, false, &mut a).unwrap();
+            }
+            Op::Enqueue(group) => {
+                let body = m.sent;
+                m.sent += 1;
+                m.group_of.insert(body, group);
+                m.queued.entry(group).or_default().insert(body);
+                q.enqueue(message(body, group), &mut a).unwrap();
+            }
+            Op::Settle(i, outcome) => {
+                let mut ids: Vec<u64> = m.inflight.keys().copied().collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                ids.sort_unstable();
+                let d = ids[i % ids.len()];
+                let (holder, _, body) = m.inflight.remove(&d).unwrap();
+                let outcome = match outcome {
+                    0 | 1 => Outcome::Accepted,
+                    2 => Outcome::Released,
+                    _ => Outcome::Modified {
+                        delivery_failed: true,
+                        undeliverable_here: false,
+                    },
+                };
+                if outcome == Outcome::Accepted {
+                    *m.accepted.entry(body).or_default() += 1;
+                } else {
+                    m.back(body);
+                }
+                q.settle(ConsumerId(holder), d, outcome, &mut a).unwrap();
+            }
+            Op::Tick => {
+                q.set_now(q.now + 1_000);
+                q.tick(&mut a);
+            }
+        }
+        m.observe(&q, &mut a, exclusive);
+    }
+    // Everyone leaves; one consumer takes and accepts what is left.
+    let attached: Vec<u64> = m.credit.keys().copied().collect();
+    for c in attached {
+        let mine: Vec<u64> = m
+            .inflight
+            .iter()
+            .filter(|(_, (holder, _, _))| *holder == c)
+            .map(|(d, _)| *d)
+            .collect();
+        for d in mine {
+            let (_, _, body) = m.inflight.remove(&d).unwrap();
+            m.back(body);
+        }
+        m.credit.remove(&c);
+        q.remove_consumer(ConsumerId(c), &mut a);
+        m.observe(&q, &mut a, exclusive);
+    }
+    let last = 99;
+    q.attach_consumer(ConsumerId(last), ConsumerOptions::default(), &mut a)
+        .unwrap();
+    m.credit.insert(last, u32::MAX / 2);
+    m.delivery_count.insert(last, 0);
+    q.flow(ConsumerId(last), 0, u32::MAX / 2, false, false, &mut a)
+        .unwrap();
+    m.observe(&q, &mut a, false);
+    let ids: Vec<u64> = m.inflight.keys().copied().collect();
+    for d in ids {
+        let (_, _, body) = m.inflight.remove(&d).unwrap();
+        *m.accepted.entry(body).or_default() += 1;
+        q.settle(ConsumerId(last), d, Outcome::Accepted, &mut a)
+            .unwrap();
+    }
+    m.observe(&q, &mut a, false);
+    assert_eq!(q.depth() + q.unacked(), 0, "messages left behind");
+    let once: Vec<u32> = (0..m.sent).collect();
+    let accepted: Vec<u32> = m.accepted.keys().copied().collect();
+    assert_eq!(accepted, once, "every message accepted");
+    assert!(
+        m.accepted.values().all(|&n| n == 1),
+        "a message accepted twice"
+    );
+}
+
+fn unlimited() -> QueueSettings {
+    QueueSettings {
+        max_delivery_attempts: 0,
+        ..Default::default()
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 300, ..ProptestConfig::default() })]
+
+    #[test]
+    fn groups_keep_order_and_one_owner(ops in proptest::collection::vec(op(), 1..200)) {
+        run(ops, unlimited(), false);
+    }
+
+    #[test]
+    fn exclusive_queues_have_one_receiver(ops in proptest::collection::vec(op(), 1..200)) {
+        run(ops, unlimited(), true);
+    }
+
+    #[test]
+    fn groups_past_max_groups_keep_order(ops in proptest::collection::vec(op(), 1..200)) {
+        run(ops, QueueSettings { max_groups: 2, ..unlimited() }, false);
+    }
+
+    #[test]
+    fn groups_forgotten_at_once_keep_order(ops in proptest::collection::vec(op(), 1..200)) {
+        run(ops, QueueSettings { group_idle_timeout: std::time::Duration::ZERO, ..unlimited() }, false);
+    }
+}

@@ -1,0 +1,287 @@
+//! Messages leaving a queue other than by a consumer's acceptance: expiry,
+//! dead-lettering, `max-length` / `max-bytes` limits, purge; and the store
+//! records and memory accounting of every departure.
+
+use std::cmp::Reverse;
+use std::sync::Arc;
+
+use super::groups::{Slot, NO_GROUP};
+use super::{Action, Entry, Key, QueueState};
+use crate::core::error::CoreError;
+use crate::core::message::{AnnotationValue, Message};
+use crate::core::settings::OverflowPolicy;
+use crate::store::Record;
+
+impl QueueState {
+    /// Applies `max-length` / `max-bytes` before a message of `size` bytes
+    /// goes in: refuses it, or drops the oldest queued messages.
+    pub(super) fn make_room(
+        &mut self,
+        size: usize,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), CoreError> {
+        let over = |q: &Self| {
+            q.settings
+                .max_length
+                .is_some_and(|max| q.depth() as u64 >= max)
+                || q.settings
+                    .max_bytes
+                    .is_some_and(|max| (q.ready_bytes + size) as u64 > max)
+        };
+        if !over(self) {
+            return Ok(());
+        }
+        match self.settings.overflow {
+            OverflowPolicy::Reject => Err(CoreError::QueueFull {
+                queue: self.name.clone(),
+            }),
+            OverflowPolicy::DropOldest => {
+                while over(self) {
+                    let Some(entry) = self.take_oldest() else {
+                        break;
+                    };
+                    if let Some(r) = self.retire(&entry) {
+                        actions.push(Action::Store(r));
+                    }
+                    self.counters.dropped += 1;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Removes the oldest queued message by arrival, whatever its priority
+    /// or group. Walks every group when there are groups (drop-oldest on a
+    /// grouped queue is rare; ungrouped queues pay ten lookups).
+    fn take_oldest(&mut self) -> Option<Entry> {
+        let first_of = |map: &std::collections::BTreeMap<Key, Entry>| {
+            (0..=9u8)
+                .filter_map(|p| {
+                    map.range((Reverse(p), 0)..=(Reverse(p), u64::MAX))
+                        .next()
+                        .map(|(k, e)| (*k, e.seq))
+                })
+                .min_by_key(|(_, seq)| *seq)
+        };
+        let mut best: Option<(u64, Key, Slot)> =
+            first_of(&self.ready).map(|(k, s)| (s, k, NO_GROUP));
+        for slot in self.groups.live_slots() {
+            if let Some((k, s)) = self.groups.get(slot).and_then(|g| first_of(&g.queue)) {
+                if best.is_none_or(|b| s < b.0) {
+                    best = Some((s, k, slot));
+                }
+            }
+        }
+        let (_, key, slot) = best?;
+        if slot == NO_GROUP {
+            self.remove_ready(&key)
+        } else {
+            let entry = self.remove_grouped(slot, &key);
+            self.settle_idle(slot);
+            entry
+        }
+    }
+
+    /// Expires what is due.
+    pub(super) fn expire_due(&mut self, actions: &mut Vec<Action>) {
+        while let Some(Reverse((at, key, slot))) = self.expiries.peek().copied() {
+            if at > self.now {
+                break;
+            }
+            self.expiries.pop();
+            let entry = if slot == NO_GROUP {
+                if self
+                    .ready
+                    .get(&key)
+                    .is_some_and(|e| e.expires_at == Some(at))
+                {
+                    self.remove_ready(&key)
+                } else {
+                    None
+                }
+            } else {
+                let position = if self.strict() {
+                    (Reverse(0), key.1)
+                } else {
+                    key
+                };
+                let due = self
+                    .groups
+                    .get(slot)
+                    .and_then(|g| g.queue.get(&position))
+                    .is_some_and(|e| e.expires_at == Some(at) && e.seq == key.1);
+                if due {
+                    let entry = self.remove_grouped(slot, &position);
+                    self.settle_idle(slot);
+                    entry
+                } else {
+                    None
+                }
+            };
+            if let Some(entry) = entry {
+                self.expire(entry, actions);
+            }
+        }
+    }
+
+    /// Removes every queued message; returns how many.
+    pub fn purge(&mut self, actions: &mut Vec<Action>) -> usize {
+        let n = self.depth();
+        let ready = std::mem::take(&mut self.ready);
+        for entry in ready.into_values() {
+            if let Some(r) = self.retire(&entry) {
+                actions.push(Action::Store(r));
+            }
+        }
+        let slots: Vec<Slot> = self.groups.live_slots().collect();
+        for slot in slots {
+            let queue = self
+                .groups
+                .get_mut(slot)
+                .map(|g| std::mem::take(&mut g.queue))
+                .unwrap_or_default();
+            self.groups.queued -= queue.len();
+            for entry in queue.into_values() {
+                if let Some(r) = self.retire(&entry) {
+                    actions.push(Action::Store(r));
+                }
+            }
+            self.relist(slot);
+            self.settle_idle(slot);
+        }
+        self.ready_bytes = 0;
+        self.expiries.clear();
+        n
+    }
+
+    /// Drops every message because the queue itself is deleted (its store
+    /// records go with the queue's own record).
+    pub fn discard_all(&mut self) {
+        let ready = std::mem::take(&mut self.ready);
+        let unacked = std::mem::take(&mut self.unacked);
+        let grouped: Vec<Entry> = self
+            .groups
+            .slots
+            .iter_mut()
+            .flatten()
+            .flat_map(|g| std::mem::take(&mut g.queue).into_values())
+            .collect();
+        self.groups = Default::default();
+        for entry in ready
+            .into_values()
+            .chain(unacked.into_values().map(|u| u.entry))
+            .chain(grouped)
+        {
+            self.retire(&entry);
+        }
+        self.ready_bytes = 0;
+        self.expiries.clear();
+    }
+
+    /// A message leaves the queue for good: it no longer counts in memory,
+    /// and the record that removes it from the store, if it is stored.
+    pub(super) fn retire(&self, entry: &Entry) -> Option<Record> {
+        if let Some(p) = &self.persistence {
+            if !entry.paged {
+                p.release(entry.size as usize);
+            }
+        }
+        match (entry.persisted, self.store_id) {
+            (true, Some(queue)) => Some(Record::Delete {
+                queue,
+                seq: entry.seq,
+                counted: entry.delivery_count > entry.message.header.delivery_count,
+            }),
+            _ => None,
+        }
+    }
+
+    /// The whole message of an entry: read back from the store if its body
+    /// is paged out (for the rare paths that move a message elsewhere).
+    pub(super) fn full_message(&self, entry: &Entry) -> Arc<Message> {
+        if !entry.paged {
+            return Arc::clone(&entry.message);
+        }
+        let loaded = match (&self.persistence, self.store_id) {
+            (Some(p), Some(queue)) => p.load(queue, entry.seq),
+            _ => Ok(None),
+        };
+        match loaded {
+            Ok(Some(m)) => Arc::new(m),
+            other => {
+                tracing::error!(queue = %self.name, seq = entry.seq, result = ?other.err(), "paged-out message body not found in the store");
+                Arc::clone(&entry.message)
+            }
+        }
+    }
+
+    /// Moves a message to the dead-letter address with the reason.
+    pub(super) fn dead_letter(&mut self, entry: Entry, reason: &str, actions: &mut Vec<Action>) {
+        use AnnotationValue::String as S;
+        let address = self.settings.dead_letter_address.clone();
+        self.counters.dead_lettered += 1;
+        let full = self.full_message(&entry);
+        let release = self.retire(&entry);
+        if address == self.name {
+            // The dead-letter queue itself (or a queue that is its own
+            // dead-letter address): never lose the message. It goes to the
+            // back of this queue, so it does not block the ones behind it.
+            tracing::info!(queue = %self.name, reason, "dead-lettered within its own queue: moved to the back");
+            let message = full.with_annotation("x-opt-dead-letter-reason", S(reason.to_string()));
+            let seq = self.next_seq;
+            self.next_seq += 1;
+            let moved = self.new_entry(
+                seq,
+                Arc::new(message),
+                entry.delivery_count,
+                entry.expires_at,
+                entry.acquired,
+                actions,
+            );
+            // Stored at its new position before it leaves the old one.
+            if let Some(r) = release {
+                actions.push(Action::Store(r));
+            }
+            self.insert(moved, actions);
+            return;
+        }
+        let mut message = full
+            .with_annotation("x-opt-dead-letter-reason", S(reason.to_string()))
+            .with_annotation("x-opt-original-address", S(self.origin.clone()));
+        message.header.delivery_count = entry.delivery_count;
+        actions.push(Action::Forward {
+            address,
+            message,
+            release,
+        });
+    }
+
+    /// Drops an expired message, or moves it to the expiry address.
+    pub(super) fn expire(&mut self, entry: Entry, actions: &mut Vec<Action>) {
+        use AnnotationValue::String as S;
+        self.counters.expired += 1;
+        let address = match self.settings.expiry_address.clone() {
+            Some(address) if address != self.name => address,
+            _ => {
+                if let Some(r) = self.retire(&entry) {
+                    actions.push(Action::Store(r));
+                }
+                return;
+            }
+        };
+        let full = self.full_message(&entry);
+        let release = self.retire(&entry);
+        let mut message = full.with_annotation("x-opt-original-address", S(self.origin.clone()));
+        // It expired here; it does not expire again where it goes.
+        message.header.ttl = None;
+        if let Some(r) = message.routing.as_mut() {
+            r.absolute_expiry = None;
+        }
+        message.header.delivery_count = entry.delivery_count;
+        actions.push(Action::Forward {
+            address,
+            message,
+            release,
+        });
+    }
+}
