@@ -6,9 +6,11 @@
       printed (and its exit code, and its last error line if it failed)
   report.py median --results FILE --scenario S --target T [--field msgs_per_s]
       prints the median of FIELD over the clean runs of (S, T)
-  report.py report --results FILE [--doc docs/PERFORMANCE.md] [--plot docs/performance.png]
+  report.py report --results FILE [--results FILE2 ...] [--doc docs/PERFORMANCE.md] [--plot docs/performance.png]
       medians, min-max, ratios and the SPEC §10 targets; with --doc the tables
-      replace what is between the markers of that file, otherwise they are printed
+      replace what is between the markers of that file, otherwise they are printed.
+      Several results files (runs of other scenarios on the same machine) are
+      reported together; each ratio still compares targets of one run.
 
 Standard library only, except matplotlib for the plot.
 """
@@ -612,8 +614,22 @@ def plot(rows, path, optional):
 
 
 def cmd_report(a):
-    rows = load(a.results)
+    rows = []
+    extra = []
+    for i, path in enumerate(a.results):
+        more = load(path)
+        if i > 0:
+            meta = next((r for r in more if r.get("meta")), {})
+            scen = sorted({r["scenario"] for r in more if r.get("scenario")})
+            extra.append(f"Run `{meta.get('date', '?')}` of Ordo `{meta.get('ordo_rev', '?')}` "
+                         f"(same machine, raw lines `benches/results/{meta.get('date', '?')}.jsonl`) "
+                         f"adds: {', '.join(scen)}.")
+            more = [r for r in more if not r.get("meta") and r.get("event") != "finished"]
+        rows.extend(more)
     text, verdicts = build(rows)
+    if extra:
+        first, rest = text.split("\n", 1)
+        text = first + " " + " ".join(extra) + "\n" + rest
     if a.doc:
         with open(a.doc, encoding="utf-8") as f:
             doc = f.read()
@@ -647,7 +663,7 @@ def main():
     m.add_argument("--target", required=True)
     m.add_argument("--field", default="msgs_per_s")
     p = sub.add_parser("report")
-    p.add_argument("--results", required=True)
+    p.add_argument("--results", required=True, action="append")
     p.add_argument("--doc")
     p.add_argument("--plot")
     p.add_argument("--optional-plot", action="store_true", help="no matplotlib: warn instead of failing")

@@ -34,6 +34,8 @@ Usage: bash benches/run.sh [options]
   --no-docs             write the results file only (report printed, docs untouched)
   --memory-limit B      Ordo's store.memory-limit in the paging scenario (default 268435456);
                         the scenario queues twice that in durable messages
+  --also FILE           report this earlier results file together with this run's
+                        (e.g. after rerunning only some scenarios); repeatable
   --only LIST           comma-separated scenarios to run (presettled,unsettled,fanin,latency,
                         durable,durable-fanin,latency-durable,recovery,paging,groups,
                         group-churn,backlog,connections,queues)
@@ -45,6 +47,7 @@ MEMORY_LIMIT=268435456
 RABBIT=1 RMQ_PORT=5673 BUILD=1 DOCS=1
 ONLY="presettled,unsettled,fanin,latency,durable,durable-fanin,latency-durable,recovery,paging,groups,group-churn,backlog,connections,queues"
 REPS_SET=0
+ALSO=()
 while (($#)); do
     case $1 in
         --quick) QUICK=1 ;;
@@ -60,6 +63,7 @@ while (($#)); do
         --no-build) BUILD=0 ;;
         --no-docs) DOCS=0 ;;
         --only) ONLY=$2; shift ;;
+        --also) ALSO+=(--results "$2"); shift ;;
         -h|--help) usage; exit 0 ;;
         *) echo "run.sh: unknown option $1" >&2; usage >&2; exit 2 ;;
     esac
@@ -635,7 +639,7 @@ log "finished in $(( $(date +%s) - STARTED )) s; results in ${OUT#"$ROOT"/}"
 
 # ----------------------------------------------------------------- report
 if ((DOCS)); then
-    "$PY" "$HERE/report.py" report --results "$OUT" \
+    "$PY" "$HERE/report.py" report "${ALSO[@]}" --results "$OUT" \
         --doc "$ROOT/docs/PERFORMANCE.md" --plot "$ROOT/docs/performance.png"
 else
     "$PY" "$HERE/report.py" report --results "$OUT" --plot "$WORK/performance.png" --optional-plot

@@ -5,6 +5,7 @@ import os
 import subprocess
 import sys
 import threading
+import uuid
 from pathlib import Path
 
 from proton import UNDESCRIBED, Array, Data, Described, Delivery, Link, symbol, ulong
@@ -447,3 +448,22 @@ def send_for_outcome(snd, msg):
 
 def annotation(msg, key):
     return (msg.annotations or {}).get(symbol(key))
+
+
+def round_trip(conn, address):
+    """Return once the broker has handled everything the BlockingConnection
+    `conn` sent so far (credit, dispositions): flush it, then attach and
+    detach a sender to `address` (the broker handles a connection's frames in
+    order, so its answer to the attach comes after the rest)."""
+    flush(conn)
+    snd = conn.create_sender(address, name=f"round-trip-{uuid.uuid4().hex[:8]}")
+    snd.close()
+
+
+def remote_filter(link):
+    """The source filter of the broker's attach as a dict (None if absent)."""
+    data = link.remote_source.filter
+    data.rewind()
+    if not data.next():
+        return None
+    return data.get_object()

@@ -196,14 +196,14 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
             DELIVERY_ANNOTATIONS => {}
             MESSAGE_ANNOTATIONS => annotations = payload.slice(pos..pos + len),
             PROPERTIES => {
-                let fields = parse_properties(section)?;
+                let fields = parse_properties(&payload.slice(pos..pos + len))?;
                 if fields != RoutingFields::default() {
                     routing = Some(Box::new(fields));
                 }
                 bare_start = pos;
             }
             APPLICATION_PROPERTIES => {
-                application = Some(section);
+                application = Some(payload.slice(pos..pos + len));
                 if bare_start == buf.len() {
                     bare_start = pos;
                 }
@@ -217,7 +217,7 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
         pos += len;
     }
     if let Some(section) = application {
-        let jms = scan_application_properties(section)?;
+        let jms = scan_application_properties(&section)?;
         if jms.group_id.is_some() || jms.closes {
             let r = routing.get_or_insert_with(Default::default);
             if r.group_id.is_none() {
@@ -237,7 +237,8 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
 
 /// Reads the properties the broker routes on (`to`, `absolute-expiry-time`)
 /// by walking the properties list, without decoding the other fields.
-fn parse_properties(section: &[u8]) -> Result<RoutingFields, MessageError> {
+fn parse_properties(section_bytes: &Bytes) -> Result<RoutingFields, MessageError> {
+    let section = &section_bytes[..];
     let bad = |what: &str| MessageError::BadProperties(what.to_string());
     // Skip the descriptor: 0x00 then the descriptor value.
     let mut pos = 1 + value_len(section, 1)?;
@@ -273,8 +274,8 @@ fn parse_properties(section: &[u8]) -> Result<RoutingFields, MessageError> {
                 }
             }
             10 => {
-                routing.group_id =
-                    string_value(value).map_err(|_| bad("group-id is not a string"))?
+                routing.group_id = string_slice(section_bytes, item, len)
+                    .map_err(|_| bad("group-id is not a string"))?
             }
             11 => {
                 routing.group_sequence = match value {
@@ -297,18 +298,33 @@ fn parse_properties(section: &[u8]) -> Result<RoutingFields, MessageError> {
     Ok(routing)
 }
 
+/// The string or null value at `item` (`len` bytes) of `section`, as a
+/// slice of it: no copy. The string is checked to be UTF-8.
+fn string_slice(section: &Bytes, item: usize, len: usize) -> Result<Option<Bytes>, ()> {
+    let (start, end) = match section.get(item) {
+        Some(0x40) => return Ok(None),
+        Some(0xa1) => (item + 2, item + len),
+        Some(0xb1) => (item + 5, item + len),
+        _ => return Err(()),
+    };
+    let text = section.get(start..end).ok_or(())?;
+    std::str::from_utf8(text).map_err(|_| ())?;
+    Ok(Some(section.slice(start..end)))
+}
+
 /// What the JMS group properties in the application properties say.
 #[derive(Debug, Default)]
 struct JmsGroup {
     /// `JMSXGroupID` or `_AMQ_GROUP_ID`, when a string.
-    group_id: Option<String>,
+    group_id: Option<Bytes>,
     /// `JMSXGroupSeq` is negative: the group ends with this message.
     closes: bool,
 }
 
 /// Looks for `JMSXGroupID`, `_AMQ_GROUP_ID` and `JMSXGroupSeq` among the
 /// application properties, walking the map without decoding other values.
-fn scan_application_properties(section: &[u8]) -> Result<JmsGroup, MessageError> {
+fn scan_application_properties(section_bytes: &Bytes) -> Result<JmsGroup, MessageError> {
+    let section = &section_bytes[..];
     let bad = || MessageError::BadProperties("application-properties is not a map".into());
     let pos = 1 + value_len(section, 1)?;
     let (count, mut item) = match section.get(pos) {
@@ -337,7 +353,9 @@ fn scan_application_properties(section: &[u8]) -> Result<JmsGroup, MessageError>
         };
         match name {
             b"JMSXGroupID" | b"_AMQ_GROUP_ID" if found.group_id.is_none() => {
-                found.group_id = string_value(value).ok().flatten();
+                found.group_id = string_slice(section_bytes, item - value_len, value_len)
+                    .ok()
+                    .flatten();
             }
             b"JMSXGroupSeq" => {
                 found.closes = match value {

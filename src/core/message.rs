@@ -42,8 +42,9 @@ pub struct RoutingFields {
     /// `properties.absolute-expiry-time`, milliseconds since the epoch.
     pub absolute_expiry: Option<u64>,
     /// The message's group: `properties.group-id`, else the application
-    /// property `JMSXGroupID` or `_AMQ_GROUP_ID` (SPEC §5).
-    pub group_id: Option<String>,
+    /// property `JMSXGroupID` or `_AMQ_GROUP_ID` (SPEC §5). UTF-8 (checked
+    /// when parsed); a slice of the message's own bytes, so it costs no copy.
+    pub group_id: Option<Bytes>,
     /// `properties.group-sequence`, kept for the record (it passes through
     /// in the bare message either way).
     pub group_sequence: Option<u32>,
@@ -124,7 +125,10 @@ impl Message {
 
     /// The message's group id, if it belongs to a group.
     pub fn group_id(&self) -> Option<&str> {
-        self.routing.as_ref().and_then(|r| r.group_id.as_deref())
+        self.routing
+            .as_ref()
+            .and_then(|r| r.group_id.as_deref())
+            .and_then(|g| std::str::from_utf8(g).ok())
     }
 
     /// Whether the message closes its group.

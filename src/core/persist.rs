@@ -88,7 +88,9 @@ pub fn encode_entry(message: &Message, delivery_count: u32, expires_at: Option<u
             put_str(&mut b, to);
         }
         if r.group_id.is_some() || r.closes_group {
-            put_str(&mut b, r.group_id.as_deref().unwrap_or(""));
+            let group = r.group_id.as_deref().unwrap_or(b"");
+            b.put_u32(group.len() as u32);
+            b.put_slice(group);
             b.put_u8(u8::from(r.group_sequence.is_some()) | (u8::from(r.closes_group) << 1));
             b.put_u32(r.group_sequence.unwrap_or(0));
         }
@@ -191,7 +193,7 @@ pub fn decode_entry(mut b: Bytes, with_body: bool) -> Result<StoredEntry, StoreE
         let bits = b.get_u8();
         let seq = b.get_u32();
         (
-            (!id.is_empty()).then_some(id),
+            (!id.is_empty()).then(|| Bytes::from(id)),
             (bits & 1 != 0).then_some(seq),
             bits & 2 != 0,
         )
@@ -370,7 +372,7 @@ mod tests {
         m.routing = Some(Box::new(RoutingFields {
             to: Some("orders".into()),
             absolute_expiry: Some(1_700_000_000_000),
-            group_id: Some("g-1".into()),
+            group_id: Some(Bytes::from_static(b"g-1")),
             group_sequence: Some(u32::MAX),
             closes_group: true,
         }));

@@ -47,6 +47,10 @@ pub struct BenchOptions {
     pub consumers: u32,
     /// Total messages per second (0: as fast as possible).
     pub rate: u64,
+    /// Producers wait while this many messages are sent and not yet
+    /// received (0: no limit): a closed loop, so a run measures what the
+    /// consumers sustain instead of how fast a backlog grows.
+    pub max_backlog: u64,
     /// The broker's process id, for its CPU and memory.
     pub broker_pid: Option<u32>,
     /// A label copied to the output line (the target's name).
@@ -94,6 +98,8 @@ struct Shared {
     epoch: Instant,
     /// Messages received so far.
     received: AtomicU64,
+    /// Messages sent so far, by all producers.
+    sent: AtomicU64,
     /// Producers are done and know how many they sent.
     sent_total: AtomicU64,
     /// Set once every producer finished.
@@ -115,6 +121,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchResult, ClientError> {
     let shared = Arc::new(Shared {
         epoch,
         received: AtomicU64::new(0),
+        sent: AtomicU64::new(0),
         sent_total: AtomicU64::new(0),
         producers_done: AtomicBool::new(false),
         histogram: Mutex::new(
@@ -175,7 +182,7 @@ pub async fn run(options: BenchOptions) -> Result<BenchResult, ClientError> {
             index,
             options.clone(),
             size,
-            epoch,
+            Arc::clone(&shared),
         )));
     }
     let mut sent = 0;
@@ -251,8 +258,17 @@ async fn produce(
     index: u32,
     o: BenchOptions,
     size: usize,
-    epoch: Instant,
+    shared: Arc<Shared>,
 ) -> Result<(u64, u64), ClientError> {
+    let epoch = shared.epoch;
+    let backlog_full = || {
+        o.max_backlog > 0
+            && shared
+                .sent
+                .load(Ordering::Relaxed)
+                .saturating_sub(shared.received.load(Ordering::Relaxed))
+                >= o.max_backlog
+    };
     let quota = if o.count > 0 {
         o.count / u64::from(o.producers)
             + u64::from(u64::from(index) < o.count % u64::from(o.producers))
@@ -277,7 +293,8 @@ async fn produce(
             u64::MAX
         };
         let mut blocked = false;
-        while seq < quota && seq < allowed && producer.in_flight() < o.window {
+        let full = backlog_full();
+        while !full && seq < quota && seq < allowed && producer.in_flight() < o.window {
             body[0..8].copy_from_slice(&(epoch.elapsed().as_nanos() as u64).to_be_bytes());
             body[8..16].copy_from_slice(&seq.to_be_bytes());
             let group = (!group_names.is_empty())
@@ -286,6 +303,7 @@ async fn produce(
                 blocked = true;
                 break;
             }
+            shared.sent.fetch_add(1, Ordering::Relaxed);
             seq += 1;
             if seq.is_multiple_of(64) {
                 break;
@@ -293,7 +311,10 @@ async fn produce(
         }
         producer.flush().await?;
         let waiting = blocked || producer.in_flight() >= o.window;
-        let wait = if waiting {
+        let wait = if full {
+            // Consumers catch up; check again soon.
+            Duration::from_micros(200)
+        } else if waiting {
             Duration::from_millis(100)
         } else if seq >= allowed {
             Duration::from_micros(500)

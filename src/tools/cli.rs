@@ -123,6 +123,10 @@ pub struct BenchArgs {
     /// Consumer connections (0: only produce, e.g. to fill a backlog).
     #[arg(long, default_value_t = 1)]
     pub consumers: u32,
+    /// Producers wait while this many messages are sent and not received
+    /// (0: no limit): measures what consumers sustain, not backlog growth.
+    #[arg(long, default_value_t = 0)]
+    pub max_backlog: u64,
     /// Total messages per second (0: as fast as possible).
     #[arg(long, default_value_t = 0)]
     pub rate: u64,
@@ -219,6 +223,7 @@ pub async fn bench(command: BenchCommand) -> Result<(), ToolError> {
                 },
                 consumers: a.consumers,
                 rate: a.rate,
+                max_backlog: a.max_backlog,
                 broker_pid: a.broker_pid,
                 label: a.label,
             })

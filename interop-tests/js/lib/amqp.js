@@ -61,8 +61,11 @@ function close(conn) {
 
 // Opens a link; resolves with it once the broker's attach came back, rejects
 // with the link error (ctx.sender/receiver.error) if the broker refused it.
-function openLink(conn, kind, options) {
+// `setup(link)`, if given, runs as soon as the link exists, before any frame
+// of the broker's can reach it (e.g. recordFlows).
+function openLink(conn, kind, options, setup) {
   const link = kind === 'sender' ? conn.open_sender(options) : conn.open_receiver(options);
+  if (setup) setup(link);
   return withTimeout(new Promise((resolve, reject) => {
     link.once(`${kind}_open`, () => {
       // A refusal is an attach with a null terminus followed by a detach
@@ -234,3 +237,54 @@ class Inbox {
 }
 
 module.exports.Inbox = Inbox;
+
+// rhea 3.0.5 dispatches `receiver_flow` but keeps no flow frame (it reads only
+// drain and credit from it). recordFlows(link) keeps each flow the broker sends
+// on the link as `link.remote.flow` (what docs/GROUPS.md's example reads) and
+// queues the properties of those that have any: `await
+// link.flowProperties.next()` resolves with them in arrival order, and
+// `link.flowProperties.items` holds those not taken yet. Call it before the
+// broker's flows can arrive (openLink's `setup`).
+class FlowProperties {
+  constructor(link) {
+    this.items = [];
+    this.waiters = [];
+    const onFlow = link.on_flow;
+    const self = this;
+    link.on_flow = function recordFlow(frame) {
+      this.remote.flow = frame.performative;
+      const props = frame.performative.properties;
+      if (props) {
+        const w = self.waiters.shift();
+        if (w) w(props);
+        else self.items.push(props);
+      }
+      return onFlow.call(this, frame);
+    };
+  }
+
+  next(what = 'next flow with properties') {
+    if (this.items.length) return Promise.resolve(this.items.shift());
+    return withTimeout(new Promise((resolve) => this.waiters.push(resolve)), what);
+  }
+}
+
+function recordFlows(link) {
+  link.flowProperties = new FlowProperties(link);
+  return link;
+}
+
+// Resolves once the broker has handled everything `conn` sent before on its
+// default session (credit, dispositions): attaches and detaches a sender to
+// `address`. rhea writes a session's dispositions and its older links'
+// flows ahead of a new link's attach, and the broker handles a connection's
+// frames in order.
+async function roundTrip(conn, address) {
+  const sender = await openLink(conn, 'sender', {
+    target: { address }, name: `round-trip-${crypto.randomBytes(4).toString('hex')}`,
+  });
+  await closeLink(sender);
+}
+
+module.exports.recordFlows = recordFlows;
+module.exports.roundTrip = roundTrip;

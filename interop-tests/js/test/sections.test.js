@@ -37,6 +37,14 @@ function bare(m) {
   const out = { ...m };
   delete out.delivery_count;
   delete out.first_acquirer;
+  // The broker marks the first message of a group a consumer gets
+  // (docs/GROUPS.md); it is the only annotation it adds on delivery.
+  if (out.message_annotations) {
+    const annotations = { ...out.message_annotations };
+    delete annotations['x-opt-group-first-for-consumer'];
+    if (Object.keys(annotations).length) out.message_annotations = annotations;
+    else delete out.message_annotations;
+  }
   return out;
 }
 

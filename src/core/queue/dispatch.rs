@@ -80,7 +80,12 @@ impl QueueState {
                 None => break,
             }
         }
-        self.feed_browsers(actions);
+        if self.browsers > 0 {
+            self.feed_browsers(actions);
+        }
+        if !std::mem::take(&mut self.drains) {
+            return;
+        }
         let available = self.available();
         for index in 0..self.consumers.len() {
             let consumer = &mut self.consumers[index];
@@ -126,6 +131,10 @@ impl QueueState {
     ) -> Option<Choice> {
         let mut due = Vec::new();
         let mut choice = None;
+        // An exclusive queue keeps its order: a head its one consumer cannot
+        // take (undeliverable-here) waits for another consumer, and nothing
+        // overtakes it.
+        let exclusive = self.exclusive_mode();
         for (key, entry) in self.ready.iter().take(SCAN_LIMIT) {
             if entry.expires_at.is_some_and(|at| at <= self.now) {
                 due.push(*key);
@@ -133,6 +142,9 @@ impl QueueState {
             }
             if let Some(index) = self.pick_taker(entry.excluded()) {
                 choice = Some(Choice::Ungrouped(*key, index));
+                break;
+            }
+            if exclusive {
                 break;
             }
         }
@@ -150,7 +162,7 @@ impl QueueState {
         let mut due = Vec::new();
         let mut choice = None;
         for &(key, slot) in self.groups.unowned.iter().take(SCAN_LIMIT) {
-            let Some(head) = self.groups.get(slot).and_then(|g| g.queue.values().next()) else {
+            let Some(head) = self.groups.get(slot).and_then(|g| g.queue.front()) else {
                 continue;
             };
             if head.expires_at.is_some_and(|at| at <= self.now) {
@@ -171,11 +183,11 @@ impl QueueState {
     /// Expires a group's head if it is due; true if it did.
     fn expire_group_head(&mut self, slot: Slot, actions: &mut Vec<Action>) -> bool {
         let now = self.now;
-        let position = match self.groups.get(slot).and_then(|g| g.queue.iter().next()) {
-            Some((position, head)) if head.expires_at.is_some_and(|at| at <= now) => *position,
+        match self.groups.get(slot).and_then(|g| g.queue.front()) {
+            Some(head) if head.expires_at.is_some_and(|at| at <= now) => {}
             _ => return false,
-        };
-        if let Some(entry) = self.remove_grouped(slot, &position) {
+        }
+        if let Some(entry) = self.remove_grouped(slot, None) {
             self.expire(entry, actions);
         }
         self.settle_idle(slot);
@@ -188,14 +200,14 @@ impl QueueState {
         let Some(g) = self.groups.get_mut(slot) else {
             return;
         };
-        let Some(&position) = g.queue.keys().next() else {
+        if g.queue.is_empty() {
             return;
-        };
+        }
         let first = std::mem::take(&mut g.first_for_owner);
         if !presettled {
             g.inflight += 1;
         }
-        let Some(entry) = self.remove_grouped(slot, &position) else {
+        let Some(entry) = self.remove_grouped(slot, None) else {
             return;
         };
         self.deliver(entry, index, first, actions);
@@ -244,7 +256,7 @@ impl QueueState {
         }));
         let slot = entry.group;
         if settled {
-            let closes = entry.message.closes_group();
+            let closes = entry.closes;
             if let Some(r) = self.retire(&entry) {
                 actions.push(Action::Store(r));
             }
@@ -300,7 +312,7 @@ impl QueueState {
                 for g in self.groups.slots.iter().flatten() {
                     next.extend(
                         g.queue
-                            .values()
+                            .iter()
                             .filter(|e| {
                                 let k = e.key();
                                 (match start {

@@ -19,7 +19,7 @@ fn plain(n: u32) -> Arc<Message> {
 fn grouped(n: u32, group: &str) -> Arc<Message> {
     let mut m = Message::from_bare(Bytes::from(n.to_be_bytes().to_vec()));
     m.routing = Some(Box::new(crate::core::RoutingFields {
-        group_id: Some(group.to_string()),
+        group_id: Some(Bytes::from(group.to_string())),
         ..Default::default()
     }));
     Arc::new(m)
@@ -672,4 +672,35 @@ fn browsers_see_grouped_messages_too() {
     credit(&mut q, A, 10, &mut a);
     assert_eq!(bodies(&delivered(&mut a)), vec![0, 1, 2]);
     assert_eq!(q.depth(), 3);
+}
+
+#[test]
+fn undeliverable_here_on_an_exclusive_queue_blocks_the_queue_in_order() {
+    let mut q = QueueState::new("q", QueueSettings::default());
+    let mut a = Vec::new();
+    attach(&mut q, A, exclusive(0), &mut a);
+    attach(&mut q, B, exclusive(0), &mut a);
+    for n in 0..3 {
+        q.enqueue(plain(n), &mut a).unwrap();
+    }
+    credit(&mut q, A, 1, &mut a);
+    let got = delivered(&mut a);
+    let outcome = Outcome::Modified {
+        delivery_failed: false,
+        undeliverable_here: true,
+    };
+    q.settle(A, got[0].id, outcome, &mut a).unwrap();
+    credit(&mut q, A, 5, &mut a);
+    // 0 waits at the head for another consumer; 1 and 2 do not overtake it.
+    assert!(delivered(&mut a).is_empty());
+    credit(&mut q, B, 5, &mut a);
+    q.remove_consumer(A, &mut a);
+    let again = delivered(&mut a);
+    assert_eq!(
+        again
+            .iter()
+            .map(|g| (g.consumer, g.body))
+            .collect::<Vec<_>>(),
+        vec![(2, 0), (2, 1), (2, 2)]
+    );
 }

@@ -10,9 +10,10 @@
 //! with credit is listed in the queue's `owned_heads` by its best head. So
 //! finding the next message never walks groups or consumers.
 
-use std::collections::hash_map::DefaultHasher;
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
-use std::hash::{Hash, Hasher};
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::hash::BuildHasher;
+
+use foldhash::HashMap as FoldMap;
 use std::sync::Arc;
 
 use super::{Entry, Key, QueueState};
@@ -66,14 +67,106 @@ pub(super) struct Handover {
     pub deadline: Option<u64>,
 }
 
+/// A group's queued messages in order: by priority then arrival, or by
+/// arrival alone in a strict group. Messages almost always arrive in order
+/// and leave from the front, so a deque beats a tree (and keeps its buffer
+/// while the group drains and refills).
+#[derive(Debug, Default)]
+pub(super) struct GroupQueue {
+    /// The messages, sorted by position.
+    entries: VecDeque<Entry>,
+    /// Order by arrival alone.
+    strict: bool,
+}
+
+impl GroupQueue {
+    /// An empty queue.
+    fn new(strict: bool) -> Self {
+        Self {
+            entries: VecDeque::new(),
+            strict,
+        }
+    }
+
+    /// An entry's position in the group.
+    fn position(&self, e: &Entry) -> Key {
+        if self.strict {
+            (std::cmp::Reverse(0), e.seq)
+        } else {
+            e.key()
+        }
+    }
+
+    /// Puts an entry at its position (usually the back).
+    pub fn push(&mut self, entry: Entry) {
+        let p = self.position(&entry);
+        match self.entries.back() {
+            Some(last) if self.position(last) > p => {
+                let at = self.entries.partition_point(|e| self.position(e) < p);
+                self.entries.insert(at, entry);
+            }
+            _ => self.entries.push_back(entry),
+        }
+    }
+
+    /// The head.
+    pub fn front(&self) -> Option<&Entry> {
+        self.entries.front()
+    }
+
+    /// Takes the head.
+    pub fn pop_front(&mut self) -> Option<Entry> {
+        self.entries.pop_front()
+    }
+
+    /// Takes the entry of queue position `key` (priority, seq).
+    pub fn remove(&mut self, key: Key) -> Option<Entry> {
+        let p = if self.strict {
+            (std::cmp::Reverse(0), key.1)
+        } else {
+            key
+        };
+        let at = self.entries.partition_point(|e| self.position(e) < p);
+        if self.entries.get(at).is_some_and(|e| e.seq == key.1) {
+            self.entries.remove(at)
+        } else {
+            None
+        }
+    }
+
+    /// The entry of queue position `key`, if queued here.
+    pub fn get(&self, key: Key) -> Option<&Entry> {
+        self.entries.iter().find(|e| e.seq == key.1)
+    }
+
+    /// The oldest entry by arrival.
+    pub fn oldest(&self) -> Option<&Entry> {
+        self.entries.iter().min_by_key(|e| e.seq)
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+
+    /// The entries in order.
+    pub fn iter(&self) -> impl Iterator<Item = &Entry> {
+        self.entries.iter()
+    }
+
+    /// Takes every entry.
+    pub fn take(&mut self) -> VecDeque<Entry> {
+        std::mem::take(&mut self.entries)
+    }
+}
+
 /// One group.
 #[derive(Debug)]
 pub(super) struct Group {
     /// Its identity.
     pub key: GroupKey,
-    /// Its queued messages: by priority then arrival, or by arrival alone
-    /// in a strict group.
-    pub queue: BTreeMap<Key, Entry>,
+    /// Its queued messages.
+    pub queue: GroupQueue,
     /// The consumer it is pinned to.
     pub owner: Option<ConsumerId>,
     /// Its deliveries awaiting an outcome (or a commit).
@@ -86,6 +179,9 @@ pub(super) struct Group {
     pub pinned: bool,
     /// Empty and settled since this time (ms): forgotten after the idle timeout.
     pub idle_since: Option<u64>,
+    /// It has an entry in the idle list (at most one, so the list stays as
+    /// long as the number of groups however often a group empties).
+    pub idle_listed: bool,
     /// Where it is listed now.
     pub listed: Listing,
     /// Distinguishes this group from earlier users of the slot.
@@ -99,13 +195,16 @@ pub(super) struct Groups {
     pub slots: Vec<Option<Group>>,
     /// Free slots.
     free: Vec<Slot>,
-    /// Exact groups by id.
-    named: HashMap<Arc<str>, Slot>,
+    /// Exact groups by id (foldhash: fast, and seeded per process, so
+    /// hostile group ids cannot be chosen to collide).
+    named: FoldMap<Arc<str>, Slot>,
     /// Buckets by number.
-    buckets: HashMap<u32, Slot>,
+    buckets: FoldMap<u32, Slot>,
     /// Unowned groups whose head may be delivered, by head position.
     pub unowned: BTreeSet<(Key, Slot)>,
-    /// Groups that went idle, oldest first: (since, slot, generation).
+    /// Groups that went idle, roughly oldest first: (since, slot,
+    /// generation); a group's entry is renewed, not repeated, when it goes
+    /// idle again.
     idle: VecDeque<(u64, Slot, u64)>,
     /// Groups with a hand-over that has a deadline.
     pub deadlines: Vec<Slot>,
@@ -140,41 +239,41 @@ impl Groups {
     /// `max_groups` live groups a new id is hashed into a bucket; an id
     /// whose bucket is live joins the bucket too, so a group never has
     /// messages in two places.
-    pub fn slot_for(&mut self, id: &str, max_groups: u32) -> Slot {
+    pub fn slot_for(&mut self, id: &str, max_groups: u32, strict: bool) -> Slot {
         if let Some(&slot) = self.named.get(id) {
             return slot;
         }
         if max_groups > 0 {
-            let mut h = DefaultHasher::new();
-            id.hash(&mut h);
-            let bucket = (h.finish() % u64::from(max_groups)) as u32;
+            // The same hasher for the queue's life: an id keeps its bucket.
+            let bucket = (self.named.hasher().hash_one(id) % u64::from(max_groups)) as u32;
             if let Some(&slot) = self.buckets.get(&bucket) {
                 return slot;
             }
             if self.named.len() >= max_groups as usize {
-                let slot = self.create(GroupKey::Bucket(bucket));
+                let slot = self.create(GroupKey::Bucket(bucket), strict);
                 self.buckets.insert(bucket, slot);
                 return slot;
             }
         }
         let id: Arc<str> = Arc::from(id);
-        let slot = self.create(GroupKey::Named(Arc::clone(&id)));
+        let slot = self.create(GroupKey::Named(Arc::clone(&id)), strict);
         self.named.insert(id, slot);
         slot
     }
 
     /// A new, empty, unowned group.
-    fn create(&mut self, key: GroupKey) -> Slot {
+    fn create(&mut self, key: GroupKey, strict: bool) -> Slot {
         self.next_generation += 1;
         let group = Group {
             key,
-            queue: BTreeMap::new(),
+            queue: GroupQueue::new(strict),
             owner: None,
             inflight: 0,
             first_for_owner: false,
             handover: None,
             pinned: false,
             idle_since: None,
+            idle_listed: false,
             listed: Listing::No,
             generation: self.next_generation,
         };
@@ -222,22 +321,12 @@ impl QueueState {
         self.settings.group_ordering == GroupOrdering::Strict
     }
 
-    /// The position of an entry within its group's queue: arrival alone in
-    /// a strict group, priority then arrival otherwise.
-    pub(super) fn group_position(&self, entry: &Entry) -> Key {
-        if self.strict() {
-            (std::cmp::Reverse(0), entry.seq)
-        } else {
-            entry.key()
-        }
-    }
-
     /// Where a group should be listed now.
     fn listing(&self, slot: Slot) -> Listing {
         let Some(g) = self.groups.get(slot) else {
             return Listing::No;
         };
-        let Some(head) = g.queue.values().next() else {
+        let Some(head) = g.queue.front() else {
             return Listing::No;
         };
         if g.handover.is_some() || (self.strict() && g.inflight > 0) {
@@ -252,14 +341,15 @@ impl QueueState {
     }
 
     /// Brings a group's listing up to date after anything about it changed.
-    pub(super) fn relist(&mut self, slot: Slot) {
+    /// Returns whether the listing changed.
+    pub(super) fn relist(&mut self, slot: Slot) -> bool {
         let want = self.listing(slot);
         let Some(g) = self.groups.get_mut(slot) else {
-            return;
+            return false;
         };
         let was = std::mem::replace(&mut g.listed, want);
         if was == want {
-            return;
+            return false;
         }
         match was {
             Listing::No => {}
@@ -285,23 +375,28 @@ impl QueueState {
                 }
             }
         }
+        true
     }
 
     /// Puts an entry into its group's queue.
     pub(super) fn insert_grouped(&mut self, slot: Slot, entry: Entry) {
-        let position = self.group_position(&entry);
         let Some(g) = self.groups.get_mut(slot) else {
             return;
         };
         g.idle_since = None;
-        g.queue.insert(position, entry);
+        g.queue.push(entry);
         self.groups.queued += 1;
         self.relist(slot);
     }
 
-    /// Takes an entry out of its group's queue.
-    pub(super) fn remove_grouped(&mut self, slot: Slot, position: &Key) -> Option<Entry> {
-        let entry = self.groups.get_mut(slot)?.queue.remove(position)?;
+    /// Takes the entry at queue position `key` out of its group's queue,
+    /// or the group's head with `None`.
+    pub(super) fn remove_grouped(&mut self, slot: Slot, key: Option<Key>) -> Option<Entry> {
+        let queue = &mut self.groups.get_mut(slot)?.queue;
+        let entry = match key {
+            Some(k) => queue.remove(k)?,
+            None => queue.pop_front()?,
+        };
         self.groups.queued -= 1;
         self.ready_bytes -= entry.size as usize;
         self.relist(slot);
@@ -348,11 +443,13 @@ impl QueueState {
 
     /// A delivery of the group settled or came back: completes a hand-over
     /// that waited for it, and forgets or idles the group if it is done.
-    pub(super) fn group_settled(&mut self, slot: Slot) {
+    /// Returns whether something may now be dispatched that could not be.
+    pub(super) fn group_settled(&mut self, slot: Slot) -> bool {
         let Some(g) = self.groups.get_mut(slot) else {
-            return;
+            return false;
         };
         g.inflight = g.inflight.saturating_sub(1);
+        let mut moved = false;
         if g.inflight == 0 {
             if let Some(h) = g.handover.take() {
                 let key = g.key.to_string();
@@ -361,10 +458,12 @@ impl QueueState {
                     Some(to) => self.assign(slot, to),
                     None => self.unassign(slot),
                 }
+                moved = true;
             }
         }
-        self.relist(slot);
+        let listed = self.relist(slot);
         self.settle_idle(slot);
+        moved || listed
     }
 
     /// An empty group with nothing in flight: forgotten now if it has no
@@ -382,8 +481,11 @@ impl QueueState {
             self.forget(slot);
         } else if g.idle_since.is_none() {
             g.idle_since = Some(now);
-            let generation = g.generation;
-            self.groups.idle.push_back((now, slot, generation));
+            if !g.idle_listed {
+                g.idle_listed = true;
+                let generation = g.generation;
+                self.groups.idle.push_back((now, slot, generation));
+            }
         }
     }
 
@@ -391,7 +493,7 @@ impl QueueState {
     fn forget(&mut self, slot: Slot) {
         let owner = self.groups.get(slot).and_then(|g| g.owner);
         if let Some(g) = self.groups.get_mut(slot) {
-            g.queue.clear();
+            g.queue.take();
         }
         self.relist(slot);
         if let Some(i) = owner.and_then(|o| self.consumer_index(o)) {
@@ -404,20 +506,29 @@ impl QueueState {
     /// their deadline (the owner's timer).
     pub(super) fn tick_groups(&mut self) {
         let timeout = self.settings.group_idle_timeout.as_millis() as u64;
+        let now = self.now;
+        let mut renewed = Vec::new();
         while let Some(&(since, slot, generation)) = self.groups.idle.front() {
-            if since.saturating_add(timeout) > self.now {
+            if since.saturating_add(timeout) > now {
                 break;
             }
             self.groups.idle.pop_front();
-            let still_idle = self
+            let Some(g) = self
                 .groups
-                .get(slot)
-                .is_some_and(|g| g.generation == generation && g.idle_since == Some(since));
-            if still_idle {
-                self.forget(slot);
+                .get_mut(slot)
+                .filter(|g| g.generation == generation)
+            else {
+                continue;
+            };
+            match g.idle_since {
+                // Idle all along: forgotten.
+                Some(s) if s.saturating_add(timeout) <= now => self.forget(slot),
+                // Busy since, and idle again more recently: check it later.
+                Some(s) => renewed.push((s, slot, generation)),
+                None => g.idle_listed = false,
             }
         }
-        let now = self.now;
+        self.groups.idle.extend(renewed);
         let due: Vec<Slot> = self
             .groups
             .deadlines

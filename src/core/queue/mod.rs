@@ -18,7 +18,9 @@ mod groups;
 mod removal;
 
 use std::cmp::Reverse;
-use std::collections::{BTreeMap, BTreeSet, BinaryHeap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
+
+use foldhash::HashMap as FoldMap;
 use std::sync::Arc;
 
 use super::error::CoreError;
@@ -124,6 +126,9 @@ struct Entry {
     size: u32,
     /// Its group's slot, or `NO_GROUP`.
     group: Slot,
+    /// It closes its group (kept here so settling never touches the
+    /// message, which is cold by then).
+    closes: bool,
     /// The message is in the store (durable message on a durable queue).
     persisted: bool,
     /// Its body is not in memory: read back from the store on delivery.
@@ -189,7 +194,7 @@ pub struct QueueState {
     /// Attached consumers, in attach order.
     consumers: Vec<Consumer>,
     /// Index of each consumer in `consumers`.
-    consumer_slots: HashMap<ConsumerId, usize>,
+    consumer_slots: FoldMap<ConsumerId, usize>,
     /// Attach order of the next consumer.
     next_attach: u64,
     /// Consumers that may take ungrouped messages and new groups now.
@@ -198,10 +203,15 @@ pub struct QueueState {
     owned_heads: BTreeSet<(Key, ConsumerId)>,
     /// The active consumer of an exclusive queue.
     exclusive: Exclusive,
+    /// Attached browsers (dispatch feeds them only when there are some).
+    browsers: usize,
+    /// Some consumer asked to drain since the last dispatch (so dispatch
+    /// looks for drains to complete only then).
+    drains: bool,
     /// Message groups.
     groups: Groups,
     /// Deliveries awaiting an outcome, by delivery id.
-    unacked: HashMap<u64, Unacked>,
+    unacked: FoldMap<u64, Unacked>,
     /// Next delivery id.
     next_delivery_id: u64,
     /// The time, ms since the epoch, as the owner last told it.
@@ -227,13 +237,15 @@ impl QueueState {
             expiries: BinaryHeap::new(),
             next_seq: 0,
             consumers: Vec::new(),
-            consumer_slots: HashMap::new(),
+            consumer_slots: FoldMap::default(),
             next_attach: 0,
             takers: Takers::new(),
             owned_heads: BTreeSet::new(),
             exclusive: Exclusive::default(),
+            browsers: 0,
+            drains: false,
             groups: Groups::default(),
-            unacked: HashMap::new(),
+            unacked: FoldMap::default(),
             next_delivery_id: 0,
             now: 0,
             counters: Counters::default(),
@@ -329,7 +341,9 @@ impl QueueState {
     /// The group slot a message joins (created if need be), or `NO_GROUP`.
     fn group_of(&mut self, message: &Message) -> Slot {
         match message.group_id() {
-            Some(id) => self.groups.slot_for(id, self.settings.max_groups),
+            Some(id) => self
+                .groups
+                .slot_for(id, self.settings.max_groups, self.strict()),
             None => NO_GROUP,
         }
     }
@@ -359,6 +373,7 @@ impl QueueState {
             .as_ref()
             .is_none_or(|p| p.admit(size, persisted));
         let group = self.group_of(&message);
+        let closes = group != NO_GROUP && message.closes_group();
         let message = if in_memory {
             message
         } else {
@@ -373,6 +388,7 @@ impl QueueState {
             excluded: None,
             size: u32::try_from(size).unwrap_or(u32::MAX),
             group,
+            closes,
             persisted,
             paged: !in_memory,
         }
@@ -391,6 +407,7 @@ impl QueueState {
                 .as_ref()
                 .is_none_or(|p| p.admit(size, true));
         let group = self.group_of(&stored.message);
+        let closes = group != NO_GROUP && stored.message.closes_group();
         let message = if in_memory {
             stored.message
         } else {
@@ -405,6 +422,7 @@ impl QueueState {
             excluded: None,
             size: u32::try_from(size).unwrap_or(u32::MAX),
             group,
+            closes,
             persisted: true,
             paged: !in_memory,
         };
@@ -443,7 +461,9 @@ impl QueueState {
         let filter_slot = match &options.group_filter {
             None => None,
             Some(GroupFilter::Group(group)) => {
-                let slot = self.groups.slot_for(group, self.settings.max_groups);
+                let slot = self
+                    .groups
+                    .slot_for(group, self.settings.max_groups, self.strict());
                 if self.groups.get(slot).is_some_and(|g| g.pinned) {
                     return Err(CoreError::GroupLocked {
                         group: group.clone(),
@@ -470,6 +490,9 @@ impl QueueState {
         };
         if options.exclusive {
             self.exclusive.requested += 1;
+        }
+        if options.browse {
+            self.browsers += 1;
         }
         self.consumers.push(Consumer {
             id,
@@ -542,6 +565,9 @@ impl QueueState {
         if self.consumers[index].options.exclusive {
             self.exclusive.requested -= 1;
         }
+        if self.consumers[index].options.browse {
+            self.browsers -= 1;
+        }
         self.release_groups_of(id);
         let removed = self.consumers.remove(index);
         debug_assert!(removed.heads.is_empty());
@@ -572,6 +598,7 @@ impl QueueState {
         // sent means no credit, not four billion.
         consumer.credit = if left <= i32::MAX as u32 { left } else { 0 };
         consumer.drain = drain;
+        self.drains |= drain;
         self.refresh_consumer(index);
         self.dispatch(actions);
         if echo {
@@ -602,24 +629,25 @@ impl QueueState {
         }
         let entry = unacked.entry;
         let slot = entry.group;
-        let mut changed = slot != NO_GROUP;
+        let mut changed = false;
         match outcome {
             Outcome::Accepted => {
-                let closes = entry.message.closes_group();
+                let closes = entry.closes;
                 if let Some(r) = self.retire(&entry) {
                     actions.push(Action::Store(r));
                 }
                 if slot != NO_GROUP {
-                    self.group_settled(slot);
+                    changed = self.group_settled(slot);
                     if closes {
                         self.close_group(slot, consumer);
+                        changed = true;
                     }
                 }
             }
             Outcome::Rejected => {
                 self.dead_letter(entry, "rejected", actions);
                 if slot != NO_GROUP {
-                    self.group_settled(slot);
+                    changed = self.group_settled(slot);
                 }
             }
             Outcome::Released => {
@@ -744,11 +772,17 @@ impl QueueState {
     }
 }
 
-/// A message without its body: what a paged-out entry keeps in memory.
+/// A message without its body: what a paged-out entry keeps in memory. Its
+/// group id is copied out of the message's bytes, so they can be freed.
 fn slim(message: &Message) -> Message {
+    let routing = message.routing.as_ref().map(|r| {
+        let mut r = r.clone();
+        r.group_id = r.group_id.map(|g| bytes::Bytes::copy_from_slice(&g));
+        r
+    });
     Message {
         header: message.header,
-        routing: message.routing.clone(),
+        routing,
         annotations: bytes::Bytes::new(),
         broker_annotations: message.broker_annotations.clone(),
         bare: bytes::Bytes::new(),

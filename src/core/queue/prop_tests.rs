@@ -63,7 +63,7 @@ fn message(n: u32, group: Option<u8>) -> Arc<Message> {
     let mut m = Message::from_bare(Bytes::from(n.to_be_bytes().to_vec()));
     if let Some(g) = group {
         m.routing = Some(Box::new(crate::core::RoutingFields {
-            group_id: Some(format!("g{g}")),
+            group_id: Some(Bytes::from(format!("g{g}"))),
             ..Default::default()
         }));
     }

@@ -66,9 +66,9 @@ impl QueueState {
         let mut best: Option<(u64, Key, Slot)> =
             first_of(&self.ready).map(|(k, s)| (s, k, NO_GROUP));
         for slot in self.groups.live_slots() {
-            if let Some((k, s)) = self.groups.get(slot).and_then(|g| first_of(&g.queue)) {
-                if best.is_none_or(|b| s < b.0) {
-                    best = Some((s, k, slot));
+            if let Some(e) = self.groups.get(slot).and_then(|g| g.queue.oldest()) {
+                if best.is_none_or(|b| e.seq < b.0) {
+                    best = Some((e.seq, e.key(), slot));
                 }
             }
         }
@@ -76,7 +76,7 @@ impl QueueState {
         if slot == NO_GROUP {
             self.remove_ready(&key)
         } else {
-            let entry = self.remove_grouped(slot, &key);
+            let entry = self.remove_grouped(slot, Some(key));
             self.settle_idle(slot);
             entry
         }
@@ -100,18 +100,13 @@ impl QueueState {
                     None
                 }
             } else {
-                let position = if self.strict() {
-                    (Reverse(0), key.1)
-                } else {
-                    key
-                };
                 let due = self
                     .groups
                     .get(slot)
-                    .and_then(|g| g.queue.get(&position))
-                    .is_some_and(|e| e.expires_at == Some(at) && e.seq == key.1);
+                    .and_then(|g| g.queue.get(key))
+                    .is_some_and(|e| e.expires_at == Some(at));
                 if due {
-                    let entry = self.remove_grouped(slot, &position);
+                    let entry = self.remove_grouped(slot, Some(key));
                     self.settle_idle(slot);
                     entry
                 } else {
@@ -138,10 +133,10 @@ impl QueueState {
             let queue = self
                 .groups
                 .get_mut(slot)
-                .map(|g| std::mem::take(&mut g.queue))
+                .map(|g| g.queue.take())
                 .unwrap_or_default();
             self.groups.queued -= queue.len();
-            for entry in queue.into_values() {
+            for entry in queue {
                 if let Some(r) = self.retire(&entry) {
                     actions.push(Action::Store(r));
                 }
@@ -164,7 +159,7 @@ impl QueueState {
             .slots
             .iter_mut()
             .flatten()
-            .flat_map(|g| std::mem::take(&mut g.queue).into_values())
+            .flat_map(|g| g.queue.take())
             .collect();
         self.groups = Default::default();
         for entry in ready
