@@ -18,6 +18,7 @@ use fe2o3_amqp::types::definitions::Error as AmqpError;
 use fe2o3_amqp::types::performatives::{ChannelMax, Close, MaxFrameSize, Open};
 use fe2o3_amqp::types::primitives::{Array, OrderedMap, Symbol, Value};
 
+use super::coordinator::Transactions;
 use super::error::{self, cond};
 use super::frame::{self, MIN_MAX_FRAME_SIZE};
 use super::session::{Ctx, Session};
@@ -123,6 +124,8 @@ pub struct Connection {
     items: Vec<OutboxItem>,
     /// Highest journal ticket we asked to be woken for.
     wake_registered: Ticket,
+    /// Transactions the peer declared and has not discharged.
+    transactions: Transactions,
 }
 
 impl Connection {
@@ -147,6 +150,7 @@ impl Connection {
             last_received: now,
             items: Vec::new(),
             wake_registered: 0,
+            transactions: Transactions::default(),
         }
     }
 
@@ -338,6 +342,9 @@ impl Connection {
         self.sessions.clear();
         self.channels.clear();
         self.consumers.clear();
+        // Then open transactions roll back: what they held goes back too,
+        // to consumers of other connections (this one's are gone).
+        self.transactions.roll_back_all();
     }
 
     /// A new session from the peer.
@@ -402,6 +409,7 @@ impl Connection {
             out: &mut self.out,
             consumers: &mut self.consumers,
             container: &self.remote_container,
+            txns: &mut self.transactions,
         };
         let ended = session.handle(body, &mut ctx);
         if ended {

@@ -4,6 +4,7 @@
 use fe2o3_amqp::types::definitions::{
     AmqpError, ConnectionError, Error as AmqpErrorFrame, ErrorCondition, LinkError, SessionError,
 };
+use fe2o3_amqp::types::transaction::TransactionError;
 
 use fe2o3_amqp::types::primitives::Symbol;
 
@@ -37,6 +38,7 @@ pub fn from_core(e: &CoreError) -> AmqpErrorFrame {
         CoreError::NoGroupAvailable { .. } => {
             ErrorCondition::Custom(Symbol::from("com.microsoft:timeout"))
         }
+        CoreError::RolledBack { .. } => TransactionError::Rollback.into(),
     };
     error(condition, e.to_string())
 }
@@ -108,6 +110,10 @@ pub mod cond {
     /// `amqp:link:message-size-exceeded`.
     pub fn message_size(d: impl Into<String>) -> AmqpErrorFrame {
         error(LinkError::MessageSizeExceeded, d)
+    }
+    /// `amqp:transaction:unknown-id`.
+    pub fn unknown_transaction(d: impl Into<String>) -> AmqpErrorFrame {
+        error(TransactionError::UnknownId, d)
     }
     /// `amqp:link:transfer-limit-exceeded`.
     pub fn transfer_limit(d: impl Into<String>) -> AmqpErrorFrame {

@@ -4,15 +4,17 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use fe2o3_amqp::types::definitions::Error as AmqpError;
-use fe2o3_amqp::types::performatives::Transfer;
+use fe2o3_amqp::types::definitions::{Error as AmqpError, Role};
+use fe2o3_amqp::types::messaging::DeliveryState;
+use fe2o3_amqp::types::performatives::{Disposition, Transfer};
 
 use super::address;
+use super::coordinator;
 use super::error::{self, cond};
 use super::link::{LinkKind, Partial, ProducerTarget};
 use super::message;
 use super::session::{send_rejected, Ctx, Session};
-use crate::core::{Broker, CoreError, Message};
+use crate::core::{Broker, CoreError, Message, Node};
 use crate::store::Ticket;
 
 impl Session {
@@ -54,10 +56,17 @@ impl Session {
             return;
         }
         let settled = transfer.settled.unwrap_or(false);
+        let txn = match &transfer.state {
+            Some(DeliveryState::TransactionalState(t)) => Some(t.txn_id.clone()),
+            _ => None,
+        };
         let too_big = || cond::message_size(format!("message exceeds max-message-size {max_size}"));
-        let (delivery_id, settled, bytes, oversized) = match p.partial.take() {
+        let (delivery_id, settled, bytes, oversized, txn) = match p.partial.take() {
             Some(mut partial) => {
                 partial.settled |= settled;
+                if txn.is_some() {
+                    partial.txn = txn;
+                }
                 if !partial.oversized {
                     partial.bytes.extend_from_slice(&payload);
                     if partial.bytes.len() as u64 > max_size {
@@ -75,6 +84,7 @@ impl Session {
                     partial.settled,
                     partial.bytes.freeze(),
                     partial.oversized,
+                    partial.txn,
                 )
             }
             None => {
@@ -108,12 +118,42 @@ impl Session {
                         settled,
                         bytes,
                         oversized,
+                        txn,
                     });
                     return;
                 }
-                (delivery_id, settled, payload, oversized)
+                (delivery_id, settled, payload, oversized, txn)
             }
         };
+        if matches!(p.target, ProducerTarget::Coordinator) {
+            self.on_control(delivery_id, settled, bytes, ctx);
+            return;
+        }
+        if let Some(txn_id) = txn {
+            let result = if oversized {
+                Err(too_big())
+            } else {
+                post(&p.target, ctx, &txn_id, bytes)
+            };
+            if let Err(e) = &result {
+                tracing::debug!(condition = ?e.condition, description = ?e.description, "transactional message refused");
+            }
+            if !settled {
+                let state = coordinator::transactional_state(txn_id, result);
+                ctx.out.frame(
+                    channel,
+                    &Disposition {
+                        role: Role::Receiver,
+                        first: delivery_id,
+                        last: None,
+                        settled: true,
+                        state: Some(state),
+                        batchable: false,
+                    },
+                );
+            }
+            return;
+        }
         let result = if oversized {
             Err(too_big())
         } else {
@@ -137,6 +177,63 @@ impl Session {
     }
 }
 
+/// Posts a message in a transaction: it is published at commit. A refused
+/// post dooms the transaction (its commit fails), so a commit is never
+/// missing a message its producer sent in it.
+fn post(
+    target: &ProducerTarget,
+    ctx: &mut Ctx<'_>,
+    txn_id: &[u8],
+    bytes: Bytes,
+) -> Result<(), AmqpError> {
+    let Some(open) = ctx.txns.get_mut(txn_id) else {
+        return Err(cond::unknown_transaction(format!(
+            "no open transaction {txn_id:?} on this connection"
+        )));
+    };
+    let parsed = message::parse(bytes)
+        .map_err(|e| cond::decode(e.to_string()))
+        .and_then(|m| {
+            let node = match target {
+                ProducerTarget::Node(node) => node.clone(),
+                _ => resolve_to(ctx.broker, &m)?,
+            };
+            Ok((node, m))
+        });
+    match parsed {
+        Ok((node, m)) => {
+            open.txn.post(node, Arc::new(m));
+            Ok(())
+        }
+        Err(e) => {
+            open.txn.doom(
+                e.description
+                    .clone()
+                    .unwrap_or_else(|| "a message was refused".into()),
+            );
+            Err(e)
+        }
+    }
+}
+
+/// The node a relayed message's `properties.to` names.
+fn resolve_to(broker: &Arc<Broker>, message: &Message) -> Result<Node, AmqpError> {
+    let Some(to) = message.to() else {
+        return Err(cond::invalid_field(
+            "a message on an anonymous-relay link needs properties.to",
+        ));
+    };
+    let node = address::parse(to, None).map_err(|e| cond::invalid_field(e.to_string()))?;
+    if !node.options.is_empty() {
+        return Err(cond::invalid_field(
+            "address options are not allowed in properties.to",
+        ));
+    }
+    broker
+        .resolve(&node.name, node.kind, &[])
+        .map_err(|e| error::from_core(&e))
+}
+
 /// Publishes a message to the link's node, or where its `to` says for an
 /// anonymous-relay link.
 fn publish(
@@ -147,22 +244,9 @@ fn publish(
     let from_core = |e: CoreError| error::from_core(&e);
     match target {
         ProducerTarget::Node(node) => node.publish(Arc::new(message)).map_err(from_core),
-        ProducerTarget::Relay => {
-            let Some(to) = message.to().map(str::to_string) else {
-                return Err(cond::invalid_field(
-                    "a message on an anonymous-relay link needs properties.to",
-                ));
-            };
-            let node = address::parse(&to, None).map_err(|e| cond::invalid_field(e.to_string()))?;
-            if !node.options.is_empty() {
-                return Err(cond::invalid_field(
-                    "address options are not allowed in properties.to",
-                ));
-            }
-            broker
-                .resolve(&node.name, node.kind, &[])
-                .and_then(|n| n.publish(Arc::new(message)))
-                .map_err(from_core)
-        }
+        ProducerTarget::Relay => resolve_to(broker, &message)?
+            .publish(Arc::new(message))
+            .map_err(from_core),
+        ProducerTarget::Coordinator => Err(cond::illegal_state("not a producer")),
     }
 }

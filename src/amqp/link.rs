@@ -10,6 +10,8 @@ use fe2o3_amqp::types::definitions::{
 };
 use fe2o3_amqp::types::messaging::{DistributionMode, TargetArchetype, TerminusDurability};
 use fe2o3_amqp::types::performatives::{Attach, Detach, Flow};
+use fe2o3_amqp::types::primitives::Array;
+use fe2o3_amqp::types::transaction::{Coordinator, TxnCapability};
 
 use super::address;
 use super::consumer_options;
@@ -46,6 +48,8 @@ pub enum ProducerTarget {
     Node(Node),
     /// Anonymous relay: each message to its `properties.to`.
     Relay,
+    /// The transaction coordinator: declares and discharges.
+    Coordinator,
 }
 
 /// A link on which the peer publishes.
@@ -75,6 +79,8 @@ pub struct Partial {
     /// It grew past max-message-size: the rest is read and dropped, and the
     /// delivery is rejected with `amqp:link:message-size-exceeded`.
     pub oversized: bool,
+    /// The transaction it is posted in (a transactional-state on any frame).
+    pub txn: Option<fe2o3_amqp::types::primitives::Binary>,
 }
 
 /// What happens to a consumer's queue when the link goes.
@@ -243,7 +249,21 @@ impl Session {
         let target = match attach.target.as_deref() {
             Some(TargetArchetype::Target(t)) => t,
             Some(TargetArchetype::Coordinator(_)) => {
-                return Err(cond::not_implemented("transactions are not supported yet"))
+                // The controller's attach, echoed: local transactions.
+                let mut reply = reply_attach(attach, local_handle);
+                reply.rcv_settle_mode = ReceiverSettleMode::First;
+                reply.target = Some(Box::new(TargetArchetype::Coordinator(Coordinator {
+                    capabilities: Some(Array(vec![TxnCapability::LocalTransactions])),
+                })));
+                ctx.out.frame(self.channel, &reply);
+                tracing::info!(link = %attach.name, "transaction coordinator attached");
+                return Ok(ProducerLink {
+                    target: ProducerTarget::Coordinator,
+                    delivery_count: attach.initial_delivery_count.unwrap_or(0),
+                    credit: ctx.config.producer_credit,
+                    partial: None,
+                    blocked: false,
+                });
             }
             None => return Err(cond::invalid_field("a producer link needs a target")),
         };
@@ -275,6 +295,7 @@ impl Session {
             ProducerTarget::Relay => {
                 tracing::info!(link = %attach.name, "anonymous-relay producer attached")
             }
+            ProducerTarget::Coordinator => {}
         }
         Ok(ProducerLink {
             target: destination,

@@ -147,6 +147,22 @@ fn symbolic_code(encoded: &[u8]) -> Option<u64> {
         .map(|i| HEADER + i as u64)
 }
 
+/// The encoded value inside the message's amqp-value section, if it has one
+/// (a transaction controller's declare or discharge).
+pub fn amqp_value(payload: &[u8]) -> Option<&[u8]> {
+    let mut pos = 0;
+    while pos < payload.len() {
+        let (code, len) = section_at(payload, pos).ok()?;
+        if code == 0x77 {
+            // The section's descriptor, then its value.
+            let descriptor = value_len(payload, pos + 1).ok()?;
+            return payload.get(pos + 1 + descriptor..pos + len);
+        }
+        pos += len;
+    }
+    None
+}
+
 /// The bytes of the first `data` section of an encoded message, if any
 /// (tools read their own payloads with it, whatever sections a broker added).
 pub fn data_body(payload: &[u8]) -> Option<&[u8]> {

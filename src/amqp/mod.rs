@@ -6,6 +6,7 @@
 //! - `session`: windows, delivery ids, link handles.
 //! - `link`: attach/detach: producer and consumer links, address options.
 //! - `incoming`: transfers from producers: assembly, limits, publishing, relay.
+//! - `coordinator`: the transaction coordinator: declare, discharge, open transactions.
 //! - `outgoing`: deliveries to consumers (frame splitting, dispositions).
 //! - `frame`: reading and writing frames.
 //! - `message`: message sections: parse the header, keep the rest as bytes.
@@ -21,6 +22,7 @@ pub mod address;
 pub mod client;
 pub mod connection;
 pub mod consumer_options;
+pub mod coordinator;
 pub mod error;
 pub mod frame;
 pub mod handshake;

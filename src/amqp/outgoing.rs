@@ -3,11 +3,13 @@
 //! window, and applying the consumer's dispositions.
 
 use fe2o3_amqp::types::definitions::Role;
-use fe2o3_amqp::types::messaging::{DeliveryState, Modified};
+use fe2o3_amqp::types::messaging::{DeliveryState, Modified, Outcome as AmqpOutcome};
 use fe2o3_amqp::types::performatives::{Disposition, Transfer};
 use fe2o3_amqp::types::primitives::{Binary, Symbol, Value};
+use fe2o3_amqp::types::transaction::TransactionalState;
 
 use super::connection::Output;
+use super::error::cond;
 use super::frame::{self, Payload, FRAME_HEADER_SIZE};
 use super::message;
 use super::session::{serial_lt, Ctx, Session};
@@ -134,18 +136,15 @@ impl Session {
 
     /// The consumer's disposition of deliveries we sent.
     pub(super) fn on_consumer_disposition(&mut self, d: Disposition, ctx: &mut Ctx<'_>) {
+        if let Some(DeliveryState::TransactionalState(ts)) = &d.state {
+            self.on_transactional_disposition(&d, ts, ctx);
+            return;
+        }
         let outcome = match &d.state {
             Some(DeliveryState::Accepted(_)) => Some(Outcome::Accepted),
             Some(DeliveryState::Released(_)) => Some(Outcome::Released),
             Some(DeliveryState::Rejected(_)) => Some(Outcome::Rejected),
-            Some(DeliveryState::Modified(Modified {
-                delivery_failed,
-                undeliverable_here,
-                ..
-            })) => Some(Outcome::Modified {
-                delivery_failed: delivery_failed.unwrap_or(false),
-                undeliverable_here: undeliverable_here.unwrap_or(false),
-            }),
+            Some(DeliveryState::Modified(m)) => Some(modified(m)),
             // Settled with no outcome: taken as accepted, as Artemis does.
             None if d.settled => Some(Outcome::Accepted),
             _ => None,
@@ -222,6 +221,65 @@ impl Session {
         }
     }
 
+    /// A disposition inside a transaction: the deliveries are locked to it
+    /// and their outcome applies at commit. The broker settles those the
+    /// consumer left unsettled at the discharge.
+    fn on_transactional_disposition(
+        &mut self,
+        d: &Disposition,
+        ts: &TransactionalState,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let outcome = match &ts.outcome {
+            Some(AmqpOutcome::Accepted(_)) => Outcome::Accepted,
+            Some(AmqpOutcome::Released(_)) => Outcome::Released,
+            Some(AmqpOutcome::Rejected(_)) => Outcome::Rejected,
+            Some(AmqpOutcome::Modified(m)) => modified(m),
+            // No outcome yet (transactional acquisition): nothing to do.
+            _ => return,
+        };
+        let Some(open) = ctx.txns.get_mut(&ts.txn_id) else {
+            self.end_with(
+                cond::unknown_transaction(format!(
+                    "disposition in unknown transaction {:?}",
+                    ts.txn_id
+                )),
+                ctx,
+            );
+            return;
+        };
+        let first = d.first;
+        let last = d.last.unwrap_or(first);
+        let mut by_consumer: Vec<(ConsumerId, u32, Vec<u64>)> = Vec::new();
+        for id in self.ids_in_range(first, last) {
+            // From now on the transaction owns the delivery: later
+            // dispositions for it are ignored.
+            if let Some(od) = self.unsettled.remove(&id) {
+                match by_consumer.iter_mut().find(|(c, _, _)| *c == od.consumer) {
+                    Some(entry) => entry.2.push(od.core_id),
+                    None => by_consumer.push((od.consumer, od.handle, vec![od.core_id])),
+                }
+            }
+        }
+        for (consumer, handle, core_ids) in by_consumer {
+            if let Some(Some(link)) = self.links.get(handle as usize) {
+                if let super::link::LinkKind::Consumer(c) = &link.kind {
+                    if let Err(e) = open.txn.retire(&c.queue, consumer, &core_ids, outcome) {
+                        tracing::debug!(error = %e, "transactional disposition for an unknown delivery");
+                    }
+                }
+            }
+        }
+        if !d.settled {
+            open.settles.push((
+                self.channel,
+                first,
+                last,
+                DeliveryState::TransactionalState(ts.clone()),
+            ));
+        }
+    }
+
     /// Unsettled delivery ids within `first..=last` (serial order), without
     /// walking a huge range a peer might send.
     fn ids_in_range(&self, first: u32, last: u32) -> Vec<u32> {
@@ -235,6 +293,14 @@ impl Session {
         } else {
             (0..span as u32).map(|i| first.wrapping_add(i)).collect()
         }
+    }
+}
+
+/// The core's outcome for a `modified` state.
+fn modified(m: &Modified) -> Outcome {
+    Outcome::Modified {
+        delivery_failed: m.delivery_failed.unwrap_or(false),
+        undeliverable_here: m.undeliverable_here.unwrap_or(false),
     }
 }
 

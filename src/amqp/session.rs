@@ -12,6 +12,7 @@ use fe2o3_amqp::types::messaging::{Accepted, DeliveryState, Rejected};
 use fe2o3_amqp::types::performatives::{Begin, Disposition, End, Flow};
 
 use super::connection::{EngineConfig, Output};
+use super::coordinator::Transactions;
 use super::error::cond;
 use super::link::{Link, LinkKind};
 use super::outgoing::{send_settle, StoredSettle};
@@ -33,6 +34,8 @@ pub struct Ctx<'a> {
     pub consumers: &'a mut HashMap<ConsumerId, (u16, u32)>,
     /// The peer's container-id (names durable subscriptions).
     pub container: &'a str,
+    /// The connection's open transactions.
+    pub txns: &'a mut Transactions,
 }
 
 /// `a` is before `b` in serial-number order.
@@ -130,6 +133,7 @@ impl Session {
                 }
                 self.release_all();
                 ctx.consumers.retain(|_, (ch, _)| *ch != self.channel);
+                ctx.txns.roll_back_session(self.channel, ctx.out);
                 ctx.out.frame(self.channel, &End { error: None });
                 return true;
             }
@@ -151,6 +155,7 @@ impl Session {
         tracing::info!(channel = self.channel, condition = ?error.condition, description = ?error.description, "ending session");
         self.release_all();
         ctx.consumers.retain(|_, (ch, _)| *ch != self.channel);
+        ctx.txns.roll_back_session(self.channel, ctx.out);
         ctx.out.frame(self.channel, &End { error: Some(error) });
         self.ending = true;
     }

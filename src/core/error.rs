@@ -64,6 +64,12 @@ pub enum CoreError {
         /// The queue.
         queue: String,
     },
+    /// A transaction could not commit and was rolled back instead.
+    #[error("the transaction was rolled back: {reason}")]
+    RolledBack {
+        /// Why it could not commit.
+        reason: String,
+    },
     /// A call named a consumer the queue does not know.
     #[error("unknown consumer {consumer:?}")]
     UnknownConsumer {

@@ -6,6 +6,7 @@
 //! - `queue`: one queue's state machine (decides, returns actions).
 //! - `queue_handle`: the owner of a queue's state (lock + outboxes).
 //! - `outbox`: the mailbox through which queues hand deliveries to a connection.
+//! - `txn`: transactions: posted messages and retired deliveries, committed together.
 //! - `message`: a message as bytes plus routing fields.
 //! - `error`: core errors.
 //! - `settings`: per-queue settings (from the config or `queue.*` options).
@@ -21,6 +22,7 @@ pub mod queue;
 pub mod queue_handle;
 pub mod settings;
 pub mod topic;
+pub mod txn;
 
 pub use broker::{Broker, BrokerOptions, Node, NodeDefaults, NodeKind, PlainDefaults};
 pub use error::CoreError;
@@ -30,6 +32,7 @@ pub use persist::Persistence;
 pub use queue::{ConsumerOptions, GroupFilter, Outcome};
 pub use queue_handle::{now_ms, Attached, Queue, QueueStats};
 pub use topic::Topic;
+pub use txn::Transaction;
 
 /// Identifies one consumer (one outgoing link) across the broker.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

@@ -59,7 +59,7 @@ struct Inner {
 
 /// A message to move elsewhere once the queue's lock is released, and the
 /// record that removes it here once it is stored there.
-type Forward = (String, Message, Option<Record>);
+pub(crate) type Forward = (String, Message, Option<Record>);
 
 impl Inner {
     /// Carries out the actions the state machine decided: deliveries to
@@ -67,6 +67,17 @@ impl Inner {
     /// the journal ticket and the messages to route elsewhere once the lock
     /// is released.
     fn apply(&mut self, persistence: Option<&Persistence>) -> (Option<Ticket>, Vec<Forward>) {
+        let (records, forwards) = self.take_actions();
+        let ticket = match persistence {
+            Some(p) if !records.is_empty() => Some(p.journal().submit(records)),
+            _ => None,
+        };
+        (ticket, forwards)
+    }
+
+    /// Hands deliveries to outboxes; returns the records to persist (in the
+    /// order decided) and the messages to route elsewhere.
+    fn take_actions(&mut self) -> (Vec<Record>, Vec<Forward>) {
         let mut forwards = Vec::new();
         let mut records = Vec::new();
         for action in self.actions.drain(..) {
@@ -90,13 +101,48 @@ impl Inner {
                 outbox.push(item);
             }
         }
-        let ticket = match persistence {
-            Some(p) if !records.is_empty() => Some(p.journal().submit(records)),
-            _ => None,
-        };
-        (ticket, forwards)
+        (records, forwards)
     }
 }
+
+/// A queue locked for a transaction's commit, which locks every queue it
+/// touches (in address order, see docs/ARCHITECTURE.md) so that all its
+/// records go to the journal in one submission: after a crash the commit
+/// is there entirely or not at all.
+pub(crate) struct Locked<'a> {
+    /// The queue.
+    queue: &'a Queue,
+    /// Its state, locked.
+    inner: parking_lot::MutexGuard<'a, Inner>,
+}
+
+impl Locked<'_> {
+    /// The state machine and its action buffer.
+    pub(crate) fn state(&mut self) -> (&mut QueueState, &mut Vec<Action>) {
+        let inner = &mut *self.inner;
+        (&mut inner.state, &mut inner.actions)
+    }
+
+    /// Whether the queue was deleted.
+    pub(crate) fn deleted(&self) -> bool {
+        self.inner.deleted
+    }
+
+    /// Whether a durable message is stored here (durable queue with a store).
+    pub(crate) fn stores_durable(&self) -> bool {
+        self.queue.store_id.is_some() && self.queue.persistence.is_some()
+    }
+
+    /// Hands out the decided deliveries; returns the records to persist and
+    /// the messages to route once every lock is released.
+    pub(crate) fn take_actions(&mut self) -> (Vec<Record>, Vec<Forward>) {
+        self.inner.take_actions()
+    }
+}
+
+/// A message to move elsewhere after a commit: the queue it leaves, and what
+/// its `with_state` would have routed.
+pub(crate) type Forwarded = (Arc<Queue>, Vec<Forward>);
 
 /// What the queue made of a consumer's attach.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -173,6 +219,60 @@ impl Queue {
         &self.settings
     }
 
+    /// Locks the queue for a commit; see [`Locked`].
+    pub(crate) fn lock(&self) -> Locked<'_> {
+        let mut inner = self.inner.lock();
+        inner.state.set_now(now_ms());
+        Locked { queue: self, inner }
+    }
+
+    /// Routes messages moved elsewhere (dead-letter, expiry), then submits
+    /// the records that remove them here. Returns the highest ticket.
+    pub(crate) fn route_forwards(&self, forwards: Vec<Forward>) -> Option<Ticket> {
+        let mut ticket = None;
+        if let Some(broker) = self.broker.upgrade() {
+            for (address, message, release) in forwards {
+                let stored = broker.forward(&address, message);
+                ticket = ticket.max(stored);
+                if let (Some(record), Some(p)) = (release, &self.persistence) {
+                    ticket = ticket.max(Some(p.journal().submit([record])));
+                }
+            }
+        }
+        ticket
+    }
+
+    /// The journal, if the broker has a store.
+    pub(crate) fn persistence(&self) -> Option<&Arc<Persistence>> {
+        self.persistence.as_ref()
+    }
+
+    /// Locks deliveries to a transaction: their outcome waits for the
+    /// commit (see `QueueState::lock_to_transaction`).
+    pub fn lock_to_transaction(&self, consumer: ConsumerId, ids: &[u64]) -> Result<(), CoreError> {
+        let mut inner = self.inner.lock();
+        for &id in ids {
+            inner.state.lock_to_transaction(consumer, id)?;
+        }
+        Ok(())
+    }
+
+    /// A transaction rolled back: its locked deliveries go back to their
+    /// positions with delivery count + 1.
+    pub fn roll_back(&self, ids: &[u64]) -> Option<Ticket> {
+        self.with_state(|s, a| s.roll_back_retirements(ids, a)).1
+    }
+
+    /// Releases a group held by `poison = hold`; returns whether it was held.
+    pub fn release_held(&self, group: &str) -> bool {
+        self.with_state(|s, a| {
+            let was = s.release_held(group);
+            s.tick(a);
+            was
+        })
+        .0
+    }
+
     /// Runs a decision under the lock, applies it, then routes what moved.
     /// Also returns the journal ticket covering every record it wrote.
     fn with_state<R>(
@@ -188,15 +288,7 @@ impl Queue {
             (result, ticket, forwards)
         };
         if !forwards.is_empty() {
-            if let Some(broker) = self.broker.upgrade() {
-                for (address, message, release) in forwards {
-                    let stored = broker.forward(&address, message);
-                    ticket = ticket.max(stored);
-                    if let (Some(record), Some(p)) = (release, &self.persistence) {
-                        ticket = ticket.max(Some(p.journal().submit([record])));
-                    }
-                }
-            }
+            ticket = ticket.max(self.route_forwards(forwards));
         }
         (result, ticket)
     }
@@ -301,15 +393,7 @@ impl Queue {
         delivery_ids: &[u64],
         outcome: Outcome,
     ) -> (Result<(), CoreError>, Option<Ticket>) {
-        self.with_state(|s, a| {
-            let mut result = Ok(());
-            for &delivery_id in delivery_ids {
-                if let Err(e) = s.settle(consumer, delivery_id, outcome, a) {
-                    result = Err(e);
-                }
-            }
-            result
-        })
+        self.with_state(|s, a| s.settle_many(consumer, delivery_ids, outcome, a))
     }
 
     /// Time-driven work: expiry, idle groups, hand-over deadlines (the

@@ -65,6 +65,11 @@ impl Topic {
             .retain(|q| !Arc::ptr_eq(q, queue));
     }
 
+    /// The subscription queues now.
+    pub fn subscriptions(&self) -> Vec<Arc<Queue>> {
+        self.subscriptions.read().clone()
+    }
+
     /// Number of subscriptions.
     pub fn subscription_count(&self) -> usize {
         self.subscriptions.read().len()

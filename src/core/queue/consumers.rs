@@ -81,9 +81,11 @@ impl QueueState {
         }
     }
 
-    /// Whether the queue has one active consumer at a time.
+    /// Whether the queue has one active consumer at a time: its setting,
+    /// an exclusive consumer attached, or an active one that went and still
+    /// holds deliveries locked to a transaction.
     pub(super) fn exclusive_mode(&self) -> bool {
-        self.settings.exclusive || self.exclusive.requested > 0
+        self.settings.exclusive || self.exclusive.requested > 0 || self.exclusive.active.is_some()
     }
 
     /// Whether a consumer may be the active one of an exclusive queue.
@@ -185,19 +187,32 @@ impl QueueState {
     /// Re-decides the active exclusive consumer after an attach, a detach or
     /// a settlement, and tells the consumers whose state changed.
     pub(super) fn update_active(&mut self, actions: &mut Vec<Action>) {
-        if !self.exclusive_mode() {
-            if self.exclusive.active.take().is_some() {
-                self.exclusive.takeover = None;
-                self.refresh_all();
-            }
-            return;
-        }
         let best = self
             .consumers
             .iter()
             .filter(|c| self.candidate(c))
             .max_by_key(|c| (c.options.priority, Reverse(c.attached)))
             .map(|c| c.id);
+        if let Some(a) = self.exclusive.active {
+            if self.consumer_index(a).is_none() && self.holds_deliveries(a) {
+                // The active consumer went with deliveries locked to a
+                // transaction: nobody gets messages until they are
+                // committed or rolled back (back at the head, first).
+                if self.exclusive.takeover != best {
+                    self.exclusive.takeover = best;
+                    self.refresh_all();
+                }
+                self.report_active(actions);
+                return;
+            }
+        }
+        if !self.settings.exclusive && self.exclusive.requested == 0 {
+            if self.exclusive.active.take().is_some() {
+                self.exclusive.takeover = None;
+                self.refresh_all();
+            }
+            return;
+        }
         let current = self
             .exclusive
             .active

@@ -272,6 +272,7 @@ impl QueueState {
                 Unacked {
                     entry,
                     consumer: id,
+                    locked: false,
                 },
             );
         }

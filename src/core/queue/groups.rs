@@ -177,6 +177,9 @@ pub(super) struct Group {
     pub handover: Option<Handover>,
     /// Held by a consumer's group filter: never forgotten, never moved.
     pub pinned: bool,
+    /// Its head reached `max-delivery-attempts` with `poison = hold`: the
+    /// group stops until an operator releases it.
+    pub held: bool,
     /// Empty and settled since this time (ms): forgotten after the idle timeout.
     pub idle_since: Option<u64>,
     /// It has an entry in the idle list (at most one, so the list stays as
@@ -272,6 +275,7 @@ impl Groups {
             first_for_owner: false,
             handover: None,
             pinned: false,
+            held: false,
             idle_since: None,
             idle_listed: false,
             listed: Listing::No,
@@ -329,7 +333,7 @@ impl QueueState {
         let Some(head) = g.queue.front() else {
             return Listing::No;
         };
-        if g.handover.is_some() || (self.strict() && g.inflight > 0) {
+        if g.handover.is_some() || g.held || (self.strict() && g.inflight > 0) {
             return Listing::No;
         }
         match g.owner {
@@ -474,7 +478,7 @@ impl QueueState {
         let Some(g) = self.groups.get_mut(slot) else {
             return;
         };
-        if !g.queue.is_empty() || g.inflight > 0 || g.pinned || g.handover.is_some() {
+        if !g.queue.is_empty() || g.inflight > 0 || g.pinned || g.handover.is_some() || g.held {
             return;
         }
         if g.owner.is_none() || timeout == 0 {
@@ -566,7 +570,28 @@ impl QueueState {
             })
             .collect();
         for slot in owned {
-            self.unassign(slot);
+            let Some(g) = self.groups.get_mut(slot) else {
+                continue;
+            };
+            if g.inflight == 0 {
+                self.unassign(slot);
+                continue;
+            }
+            // Deliveries still locked to a transaction: the group moves once
+            // they are committed or rolled back (a rollback puts them back at
+            // its head), never before, so nothing overtakes them.
+            g.pinned = false;
+            match &mut g.handover {
+                Some(h) => h.deadline = None,
+                None => {
+                    g.handover = Some(Handover {
+                        to: None,
+                        deadline: None,
+                    })
+                }
+            }
+            self.groups.deadlines.retain(|&s| s != slot);
+            self.relist(slot);
         }
         let moving: Vec<Slot> = self
             .groups
@@ -669,6 +694,34 @@ impl QueueState {
             tracing::info!(queue = %self.name, moved, "groups rebalanced");
         }
         moved
+    }
+
+    /// Lets a group held by `poison = hold` go on (an operator decided):
+    /// its head is delivered again. Returns whether the group was held.
+    pub fn release_held(&mut self, id: &str) -> bool {
+        let Some(slot) = self.groups.find(id) else {
+            return false;
+        };
+        let Some(g) = self.groups.get_mut(slot) else {
+            return false;
+        };
+        let was = std::mem::replace(&mut g.held, false);
+        if was {
+            tracing::info!(queue = %self.name, group = id, "held group released");
+            self.relist(slot);
+        }
+        was
+    }
+
+    /// Groups stopped by `poison = hold`.
+    pub fn held_groups(&self) -> Vec<String> {
+        self.groups
+            .slots
+            .iter()
+            .flatten()
+            .filter(|g| g.held)
+            .map(|g| g.key.to_string())
+            .collect()
     }
 
     /// Live groups of the queue.

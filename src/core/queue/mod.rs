@@ -11,11 +11,13 @@
 //! - `groups.rs`: message groups, their owners, hand-overs, idle groups.
 //! - `dispatch.rs`: which message goes to which consumer next.
 //! - `removal.rs`: messages leaving: expiry, dead-lettering, limits, purge.
+//! - `txn.rs`: deliveries locked to a transaction, commit and rollback.
 
 mod consumers;
 mod dispatch;
 mod groups;
 mod removal;
+mod txn;
 
 use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, BinaryHeap};
@@ -27,7 +29,7 @@ use super::error::CoreError;
 use super::message::Message;
 use super::outbox::{Delivery, FlowState};
 use super::persist::{self, Persistence};
-use super::settings::QueueSettings;
+use super::settings::{OverflowPolicy, PoisonPolicy, QueueSettings};
 use super::ConsumerId;
 use crate::store::Record;
 use consumers::{Consumer, Exclusive, Takers};
@@ -157,8 +159,11 @@ impl Entry {
 struct Unacked {
     /// The message, ready to go back at its position.
     entry: Entry,
-    /// Who holds it.
+    /// Who holds it (it may have gone, if the delivery is locked).
     consumer: ConsumerId,
+    /// Its outcome waits for a transaction: the consumer's own settlement
+    /// and its departure do not touch it, only the commit or rollback.
+    locked: bool,
 }
 
 /// Counters for management and tests.
@@ -170,6 +175,8 @@ pub struct Counters {
     pub dead_lettered: u64,
     /// Messages dropped by `overflow = drop-oldest`.
     pub dropped: u64,
+    /// Groups stopped at a poison message (`poison = hold`).
+    pub held: u64,
 }
 
 /// The state of one queue.
@@ -549,7 +556,7 @@ impl QueueState {
         let mut returned: Vec<u64> = self
             .unacked
             .iter()
-            .filter(|(_, u)| u.consumer == id)
+            .filter(|(_, u)| u.consumer == id && !u.locked)
             .map(|(d, _)| *d)
             .collect();
         returned.sort_unstable();
@@ -617,13 +624,50 @@ impl QueueState {
         outcome: Outcome,
         actions: &mut Vec<Action>,
     ) -> Result<(), CoreError> {
-        match self.unacked.get(&delivery_id) {
-            Some(u) if u.consumer == consumer => {}
-            _ => return Err(CoreError::UnknownDelivery { delivery_id }),
+        self.settle_many(consumer, &[delivery_id], outcome, actions)
+    }
+
+    /// Settles several deliveries of one consumer with one outcome (a
+    /// disposition's range). Every outcome applies before anything is
+    /// dispatched, so messages returned together go back in their order
+    /// whatever the order of their delivery ids. Unknown ids are skipped
+    /// and the first is reported.
+    pub fn settle_many(
+        &mut self,
+        consumer: ConsumerId,
+        delivery_ids: &[u64],
+        outcome: Outcome,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), CoreError> {
+        let mut result = Ok(());
+        let mut changed = false;
+        for &delivery_id in delivery_ids {
+            match self.unacked.get(&delivery_id) {
+                // Locked to a transaction: only its commit or rollback settles it.
+                Some(u) if u.consumer == consumer && !u.locked => {
+                    changed |= self.finish(delivery_id, outcome, actions);
+                }
+                _ => {
+                    if result.is_ok() {
+                        result = Err(CoreError::UnknownDelivery { delivery_id });
+                    }
+                }
+            }
         }
+        if changed {
+            self.dispatch(actions);
+        }
+        result
+    }
+
+    /// Applies the outcome of an unsettled delivery (a consumer's
+    /// settlement or a transaction's commit). Returns whether the queue
+    /// should dispatch (the caller does, once for a batch).
+    fn finish(&mut self, delivery_id: u64, outcome: Outcome, actions: &mut Vec<Action>) -> bool {
         let Some(unacked) = self.unacked.remove(&delivery_id) else {
-            return Err(CoreError::UnknownDelivery { delivery_id });
+            return false;
         };
+        let consumer = unacked.consumer;
         if let Some(i) = self.consumer_index(consumer) {
             self.consumers[i].unsettled -= 1;
         }
@@ -669,14 +713,14 @@ impl QueueState {
                 changed = true;
             }
         }
-        if self.exclusive.takeover.is_some() && self.exclusive.active == Some(consumer) {
+        let departed = self.consumer_index(consumer).is_none();
+        if self.exclusive.active == Some(consumer)
+            && (self.exclusive.takeover.is_some() || departed)
+        {
             self.update_active(actions);
             changed = true;
         }
-        if changed {
-            self.dispatch(actions);
-        }
-        Ok(())
+        changed
     }
 
     /// A message closing its group was accepted: the group is released
@@ -712,9 +756,24 @@ impl QueueState {
         if failed {
             entry.delivery_count = entry.delivery_count.saturating_add(1);
             let max = self.settings.max_delivery_attempts;
-            if max > 0 && entry.delivery_count >= max {
+            let poison = max > 0 && entry.delivery_count >= max;
+            let hold =
+                poison && self.settings.poison == PoisonPolicy::Hold && entry.group != NO_GROUP;
+            if poison && !hold {
                 self.dead_letter(entry, "max-delivery-attempts exceeded", actions);
                 return;
+            }
+            if hold {
+                // Kept at its group's head; the group stops until an
+                // operator decides (release_held), so order is kept.
+                if let Some(g) = self.groups.get_mut(entry.group) {
+                    if !g.held {
+                        g.held = true;
+                        self.counters.held += 1;
+                        let group = g.key.to_string();
+                        tracing::warn!(queue = %self.name, group = %group, delivery_count = entry.delivery_count, "poison message: group held at this message until an operator releases it");
+                    }
+                }
             }
             if let (true, Some(queue)) = (entry.persisted, self.store_id) {
                 actions.push(Action::Store(Record::SetCount {
@@ -795,3 +854,5 @@ mod group_tests;
 mod prop_tests;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod txn_tests;

@@ -7,6 +7,10 @@
 //!   a redelivered message may repeat but never skips back past a later one;
 //! - a group's deliveries in flight are all held by one consumer;
 //! - on an exclusive queue only the active consumer receives;
+//! - on a strict queue a group has at most one delivery in flight, a
+//!   delivery locked to a transaction included;
+//! - a transaction's outcomes apply at its commit; its rollback puts the
+//!   messages back (and they are then the next of their group);
 //! - nothing is lost and nothing is delivered twice beyond redeliveries:
 //!   at the end every message is accepted exactly once.
 
@@ -26,6 +30,10 @@ enum Op {
     Credit(u64, u32),
     Enqueue(Option<u8>),
     Settle(usize, u8),
+    /// A transactional outcome for an in-flight delivery.
+    TxnSettle(usize, u8),
+    Commit,
+    Rollback,
     Tick,
 }
 
@@ -36,6 +44,9 @@ fn op() -> impl Strategy<Value = Op> {
         3 => (0u64..4, 0u32..6).prop_map(|(c, n)| Op::Credit(c, n)),
         4 => proptest::option::weighted(0.8, 0u8..5).prop_map(Op::Enqueue),
         4 => (0usize..64, 0u8..4).prop_map(|(i, o)| Op::Settle(i, o)),
+        2 => (0usize..64, 0u8..4).prop_map(|(i, o)| Op::TxnSettle(i, o)),
+        1 => Just(Op::Commit),
+        1 => Just(Op::Rollback),
         1 => Just(Op::Tick),
     ]
 }
@@ -47,6 +58,9 @@ struct Model {
     queued: BTreeMap<Option<u8>, BTreeSet<u32>>,
     /// Deliveries in flight: delivery id → (consumer, group, body).
     inflight: HashMap<u64, (u64, Option<u8>, u32)>,
+    /// In-flight deliveries locked to the open transaction, with the
+    /// outcome its commit applies.
+    locked: HashMap<u64, Outcome>,
     /// Credit each attached consumer has, as the queue should see it.
     credit: HashMap<u64, u32>,
     /// Link delivery count of each attached consumer.
@@ -72,7 +86,13 @@ fn message(n: u32, group: Option<u8>) -> Arc<Message> {
 
 impl Model {
     /// Checks every delivery in `actions` against the model and records it.
-    fn observe(&mut self, q: &QueueState, actions: &mut Vec<Action>, exclusive: bool) {
+    fn observe(
+        &mut self,
+        q: &QueueState,
+        actions: &mut Vec<Action>,
+        exclusive: bool,
+        strict: bool,
+    ) {
         for a in actions.drain(..) {
             let Action::Deliver(d) = a else { continue };
             let body = u32::from_be_bytes(d.message.bare[..4].try_into().unwrap());
@@ -102,6 +122,12 @@ impl Model {
                     holders.is_empty() || holders == BTreeSet::from([consumer]),
                     "group {group:?} in flight at {holders:?} and now at {consumer}"
                 );
+                if strict && !d.settled {
+                    assert!(
+                        holders.is_empty(),
+                        "strict group {group:?}: a second delivery in flight"
+                    );
+                }
             }
             assert!(queued.remove(&body), "{body} delivered but not queued");
             if exclusive {
@@ -121,7 +147,12 @@ impl Model {
                     "{consumer} receives while {others:?} hold deliveries"
                 );
             }
-            self.inflight.insert(d.delivery_id, (consumer, group, body));
+            if d.settled {
+                // Pre-settled: gone for good.
+                *self.accepted.entry(body).or_default() += 1;
+            } else {
+                self.inflight.insert(d.delivery_id, (consumer, group, body));
+            }
         }
     }
 
@@ -132,16 +163,48 @@ impl Model {
     }
 }
 
+fn outcome_of(o: u8) -> Outcome {
+    match o {
+        0 | 1 => Outcome::Accepted,
+        2 => Outcome::Released,
+        _ => Outcome::Modified {
+            delivery_failed: true,
+            undeliverable_here: false,
+        },
+    }
+}
+
 fn run(ops: Vec<Op>, settings: QueueSettings, exclusive: bool) {
+    let strict = settings.group_ordering == crate::core::settings::GroupOrdering::Strict;
     let mut q = QueueState::new("q", settings);
     let mut m = Model::default();
     let mut a = Vec::new();
+    // Consumer slots of the ops → the attached consumer's id: every attach
+    // gets a new id, as the broker gives every link one.
+    let mut slots: HashMap<u64, u64> = HashMap::new();
+    let mut next_id = 100;
     for op in ops {
-        match op {
-            Op::Attach(c, priority) => {
-                if m.credit.contains_key(&c) {
+        let op = match op {
+            Op::Attach(slot, priority) => {
+                if slots.contains_key(&slot) {
                     continue;
                 }
+                next_id += 1;
+                slots.insert(slot, next_id);
+                Op::Attach(next_id, priority)
+            }
+            Op::Detach(slot) => match slots.remove(&slot) {
+                Some(id) => Op::Detach(id),
+                None => continue,
+            },
+            Op::Credit(slot, n) => match slots.get(&slot) {
+                Some(&id) => Op::Credit(id, n),
+                None => continue,
+            },
+            other => other,
+        };
+        match op {
+            Op::Attach(c, priority) => {
                 let options = ConsumerOptions {
                     priority,
                     exclusive,
@@ -156,10 +219,11 @@ fn run(ops: Vec<Op>, settings: QueueSettings, exclusive: bool) {
                     continue;
                 }
                 m.delivery_count.remove(&c);
+                // Deliveries locked to the transaction stay with it.
                 let mine: Vec<u64> = m
                     .inflight
                     .iter()
-                    .filter(|(_, (holder, _, _))| *holder == c)
+                    .filter(|(d, (holder, _, _))| *holder == c && !m.locked.contains_key(d))
                     .map(|(d, _)| *d)
                     .collect();
                 for d in mine {
@@ -183,21 +247,19 @@ fn run(ops: Vec<Op>, settings: QueueSettings, exclusive: bool) {
                 q.enqueue(message(body, group), &mut a).unwrap();
             }
             Op::Settle(i, outcome) => {
-                let mut ids: Vec<u64> = m.inflight.keys().copied().collect();
+                let mut ids: Vec<u64> = m
+                    .inflight
+                    .keys()
+                    .copied()
+                    .filter(|d| !m.locked.contains_key(d))
+                    .collect();
                 if ids.is_empty() {
                     continue;
                 }
                 ids.sort_unstable();
                 let d = ids[i % ids.len()];
                 let (holder, _, body) = m.inflight.remove(&d).unwrap();
-                let outcome = match outcome {
-                    0 | 1 => Outcome::Accepted,
-                    2 => Outcome::Released,
-                    _ => Outcome::Modified {
-                        delivery_failed: true,
-                        undeliverable_here: false,
-                    },
-                };
+                let outcome = outcome_of(outcome);
                 if outcome == Outcome::Accepted {
                     *m.accepted.entry(body).or_default() += 1;
                 } else {
@@ -205,14 +267,63 @@ fn run(ops: Vec<Op>, settings: QueueSettings, exclusive: bool) {
                 }
                 q.settle(ConsumerId(holder), d, outcome, &mut a).unwrap();
             }
+            Op::TxnSettle(i, outcome) => {
+                let mut ids: Vec<u64> = m
+                    .inflight
+                    .iter()
+                    .filter(|(d, (holder, _, _))| {
+                        !m.locked.contains_key(d) && m.credit.contains_key(holder)
+                    })
+                    .map(|(d, _)| *d)
+                    .collect();
+                if ids.is_empty() {
+                    continue;
+                }
+                ids.sort_unstable();
+                let d = ids[i % ids.len()];
+                let holder = m.inflight[&d].0;
+                q.lock_to_transaction(ConsumerId(holder), d).unwrap();
+                m.locked.insert(d, outcome_of(outcome));
+            }
+            Op::Commit => {
+                let mut locked: Vec<(u64, Outcome)> = m.locked.drain().collect();
+                locked.sort_unstable_by_key(|(d, _)| *d);
+                for (d, outcome) in &locked {
+                    let (_, _, body) = m.inflight.remove(d).unwrap();
+                    if *outcome == Outcome::Accepted {
+                        *m.accepted.entry(body).or_default() += 1;
+                    } else {
+                        m.back(body);
+                    }
+                }
+                q.commit_retirements(&locked, &mut a);
+            }
+            Op::Rollback => {
+                let mut locked: Vec<u64> = m.locked.drain().map(|(d, _)| d).collect();
+                locked.sort_unstable();
+                for d in &locked {
+                    let (_, _, body) = m.inflight.remove(d).unwrap();
+                    m.back(body);
+                }
+                q.roll_back_retirements(&locked, &mut a);
+            }
             Op::Tick => {
                 q.set_now(q.now + 1_000);
                 q.tick(&mut a);
             }
         }
-        m.observe(&q, &mut a, exclusive);
+        m.observe(&q, &mut a, exclusive, strict);
     }
-    // Everyone leaves; one consumer takes and accepts what is left.
+    // The transaction rolls back; everyone leaves; one consumer takes and
+    // accepts what is left.
+    let mut locked: Vec<u64> = m.locked.drain().map(|(d, _)| d).collect();
+    locked.sort_unstable();
+    for d in &locked {
+        let (_, _, body) = m.inflight.remove(d).unwrap();
+        m.back(body);
+    }
+    q.roll_back_retirements(&locked, &mut a);
+    m.observe(&q, &mut a, exclusive, strict);
     let attached: Vec<u64> = m.credit.keys().copied().collect();
     for c in attached {
         let mine: Vec<u64> = m
@@ -227,7 +338,7 @@ fn run(ops: Vec<Op>, settings: QueueSettings, exclusive: bool) {
         }
         m.credit.remove(&c);
         q.remove_consumer(ConsumerId(c), &mut a);
-        m.observe(&q, &mut a, exclusive);
+        m.observe(&q, &mut a, exclusive, strict);
     }
     let last = 99;
     q.attach_consumer(ConsumerId(last), ConsumerOptions::default(), &mut a)
@@ -236,15 +347,19 @@ fn run(ops: Vec<Op>, settings: QueueSettings, exclusive: bool) {
     m.delivery_count.insert(last, 0);
     q.flow(ConsumerId(last), 0, u32::MAX / 2, false, false, &mut a)
         .unwrap();
-    m.observe(&q, &mut a, false);
-    let ids: Vec<u64> = m.inflight.keys().copied().collect();
-    for d in ids {
-        let (_, _, body) = m.inflight.remove(&d).unwrap();
-        *m.accepted.entry(body).or_default() += 1;
-        q.settle(ConsumerId(last), d, Outcome::Accepted, &mut a)
-            .unwrap();
+    m.observe(&q, &mut a, false, false);
+    // Accept until nothing is left (a strict group gives one at a time).
+    while !m.inflight.is_empty() {
+        let mut ids: Vec<u64> = m.inflight.keys().copied().collect();
+        ids.sort_unstable();
+        for d in ids {
+            let (_, _, body) = m.inflight.remove(&d).unwrap();
+            *m.accepted.entry(body).or_default() += 1;
+            q.settle(ConsumerId(last), d, Outcome::Accepted, &mut a)
+                .unwrap();
+            m.observe(&q, &mut a, false, strict);
+        }
     }
-    m.observe(&q, &mut a, false);
     assert_eq!(q.depth() + q.unacked(), 0, "messages left behind");
     let once: Vec<u32> = (0..m.sent).collect();
     let accepted: Vec<u32> = m.accepted.keys().copied().collect();
@@ -278,6 +393,11 @@ proptest! {
     #[test]
     fn groups_past_max_groups_keep_order(ops in proptest::collection::vec(op(), 1..200)) {
         run(ops, QueueSettings { max_groups: 2, ..unlimited() }, false);
+    }
+
+    #[test]
+    fn strict_groups_have_one_delivery_in_flight(ops in proptest::collection::vec(op(), 1..200)) {
+        run(ops, QueueSettings { group_ordering: crate::core::settings::GroupOrdering::Strict, ..unlimited() }, false);
     }
 
     #[test]
