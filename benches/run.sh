@@ -38,14 +38,14 @@ Usage: bash benches/run.sh [options]
                         (e.g. after rerunning only some scenarios); repeatable
   --only LIST           comma-separated scenarios to run (presettled,unsettled,fanin,latency,
                         durable,durable-fanin,latency-durable,recovery,paging,groups,
-                        group-churn,backlog,connections,queues)
+                        strict,group-churn,backlog,connections,queues)
 EOF
 }
 
 QUICK=0 REPS=3 DURATION=10 BACKLOG=1000000 CONNECTIONS=10000 QUEUES=100000 SIZE=1024
 MEMORY_LIMIT=268435456
 RABBIT=1 RMQ_PORT=5673 BUILD=1 DOCS=1
-ONLY="presettled,unsettled,fanin,latency,durable,durable-fanin,latency-durable,recovery,paging,groups,group-churn,backlog,connections,queues"
+ONLY="presettled,unsettled,fanin,latency,durable,durable-fanin,latency-durable,recovery,paging,groups,strict,group-churn,backlog,connections,queues"
 REPS_SET=0
 ALSO=()
 while (($#)); do
@@ -566,6 +566,24 @@ if wanted groups; then
             # shellcheck disable=SC2086,SC2046
             bench "groups-$variant" ordo "$rep" "$args" -- run $(run_args ordo "b-groups-$variant-$rep-$RANDOM") \
                 --count 0 --duration "$DURATION" --size "$SIZE" $args
+        done
+    done
+fi
+
+# ----------------------------------------------------------------- strict
+# Strict ordering (SPEC §6) against ordinary groups: 1,000 groups over 8
+# consumers, closed loop. In a strict group the next message waits for the
+# previous one's acceptance, so at most 1,000 messages are out at a time.
+if wanted strict; then
+    log "scenario strict: Ordo, 1,000 groups, group-ordering none vs strict × $REPS"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        for variant in $(rotate "$rep" none strict); do
+            restart ordo
+            # shellcheck disable=SC2046
+            bench "strict-$variant" ordo "$rep" "group-ordering=$variant" -- run \
+                $(run_args ordo "b-strict-$variant-$rep-$RANDOM?queue.group-ordering=$variant") \
+                --count 0 --duration "$DURATION" --size "$SIZE" --producers 4 --consumers 8 \
+                --groups 1000 --max-backlog 20000
         done
     done
 fi
