@@ -10,6 +10,7 @@
 //! - `message`: a message as bytes plus routing fields.
 //! - `error`: core errors.
 //! - `settings`: per-queue settings (from the config or `queue.*` options).
+//! - `selector`: JMS message selectors: parsing and three-valued evaluation.
 //! - `persist`: what is stored (message and queue encodings), the memory
 //!   gauge that pages durable bodies out, and recovery.
 
@@ -20,6 +21,7 @@ pub mod outbox;
 pub mod persist;
 pub mod queue;
 pub mod queue_handle;
+pub mod selector;
 pub mod settings;
 pub mod topic;
 pub mod txn;
