@@ -687,11 +687,7 @@ fn like(s: &str, pattern: &str, escape: Option<char>) -> bool {
                     next[i] = seen;
                 }
             }
-            P::One => {
-                for i in 0..text.len() {
-                    next[i + 1] = row[i];
-                }
-            }
+            P::One => next[1..].copy_from_slice(&row[..text.len()]),
             P::Lit(c) => {
                 for i in 0..text.len() {
                     next[i + 1] = row[i] && text[i] == *c;
