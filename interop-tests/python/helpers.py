@@ -9,7 +9,7 @@ import uuid
 from pathlib import Path
 
 from proton import UNDESCRIBED, Array, Data, Described, Delivery, Link, symbol, ulong
-from proton.handlers import MessagingHandler
+from proton.handlers import MessagingHandler, TransactionHandler
 from proton.reactor import Container, LinkOption
 from proton.utils import BlockingConnection
 
@@ -216,8 +216,10 @@ class RawCollector(MessagingHandler):
 
 
 class Subprocess:
-    def __init__(self, args):
-        self.proc = subprocess.Popen([sys.executable, str(HERE / "crash_consumer.py"), *args],
+    """A client process (`script`, crash_consumer.py by default) to kill."""
+
+    def __init__(self, args, script="crash_consumer.py"):
+        self.proc = subprocess.Popen([sys.executable, str(HERE / script), *args],
                                      stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
                                      env={**os.environ, "PYTHONPATH": str(HERE)})
         self.lines = []
@@ -231,7 +233,7 @@ class Subprocess:
         if not box or not box[0]:
             self.proc.kill()
             _, err = self.proc.communicate()
-            raise AssertionError(f"consumer process said nothing in {timeout}s; stderr:\n{err}")
+            raise AssertionError(f"process said nothing in {timeout}s; stderr:\n{err}")
         self.lines.append(box[0].rstrip("\n"))
         return self.lines[-1]
 
@@ -467,3 +469,90 @@ def remote_filter(link):
     if not data.next():
         return None
     return data.get_object()
+
+
+# ---------------------------------------------------------------------------
+# Transactions (AMQP 1.0 part 4) on a BlockingConnection, through its
+# Container's declare_transaction() and proton.reactor.Transaction.
+
+# Delivery states by descriptor code (Proton gives a transactional-state as
+# remote_state 0x34 with remote.data [txn-id, outcome]).
+TRANSACTIONAL_STATE = 0x34
+ACCEPTED_OUTCOME = Described(ulong(0x24), [])
+
+
+class Txn(TransactionHandler):
+    """A local transaction declared on the BlockingConnection `conn` (the
+    coordinator link is Proton's, made by Container.declare_transaction with
+    this object as its TransactionHandler). Each step waits, bounded, for the
+    coordinator's answer. `txn.txn` is the proton.reactor.Transaction."""
+
+    def __init__(self, conn, settle_before_discharge=False):
+        self.conn = conn
+        self.events = []  # (what, condition_of(control delivery)) as they come
+        self._seen = 0
+        self.txn = conn.container.declare_transaction(
+            conn.conn, handler=self, settle_before_discharge=settle_before_discharge)
+        what, cond = self._next("declare")
+        assert what == "declared", f"declare failed: {cond}"
+        assert isinstance(self.id, bytes) and self.id, f"txn-id {self.id!r}"
+
+    @property
+    def id(self):
+        return self.txn.id
+
+    def _record(self, what, event):
+        self.events.append((what, condition_of(event.delivery)))
+
+    def on_transaction_declared(self, event):
+        self._record("declared", event)
+
+    def on_transaction_declare_failed(self, event):
+        self._record("declare failed", event)
+
+    def on_transaction_committed(self, event):
+        self._record("committed", event)
+
+    def on_transaction_aborted(self, event):
+        self._record("aborted", event)
+
+    def on_transaction_commit_failed(self, event):
+        self._record("commit failed", event)
+
+    def _next(self, what):
+        self.conn.wait(lambda: len(self.events) > self._seen, msg=f"waiting for the {what}",
+                       timeout=TIMEOUT)
+        self._seen += 1
+        return self.events[self._seen - 1]
+
+    def send(self, snd, msg):
+        """Sends `msg` in the transaction on `snd` (a BlockingSender or a
+        proton Sender); returns its delivery at once."""
+        return self.txn.send(getattr(snd, "link", snd), msg)
+
+    def post(self, snd, *messages):
+        """Sends each message in the transaction and waits for the broker's
+        answers: each must be transactional-state{txn-id, accepted}, settled."""
+        dlvs = [self.send(snd, m) for m in messages]
+        self.conn.wait(lambda: all(d.settled for d in dlvs), msg="waiting for the posts' answers",
+                       timeout=TIMEOUT)
+        answers = [(d.remote_state, d.remote.data) for d in dlvs]
+        assert answers == [(TRANSACTIONAL_STATE, [self.id, ACCEPTED_OUTCOME])] * len(dlvs), answers
+        return dlvs
+
+    def accept(self, *deliveries):
+        """Accepts received deliveries in the transaction (Transaction.accept:
+        a disposition with transactional-state{txn-id, accepted}, settled only
+        if settle_before_discharge)."""
+        for d in deliveries:
+            self.txn.accept(d)
+
+    def commit(self):
+        """Commits; returns ("committed", ...) or ("commit failed", (state,
+        condition, description))."""
+        self.txn.commit()
+        return self._next("commit")
+
+    def abort(self):
+        self.txn.abort()
+        return self._next("rollback")

@@ -9,7 +9,7 @@ use std::collections::HashMap;
 
 use bytes::Bytes;
 use fe2o3_amqp::types::definitions::Role;
-use fe2o3_amqp::types::messaging::{Accepted, DeliveryState};
+use fe2o3_amqp::types::messaging::{Accepted, DeliveryState, Modified};
 use fe2o3_amqp::types::performatives::Disposition;
 use fe2o3_amqp::types::primitives::Binary;
 use fe2o3_amqp::types::transaction::{Declare, Declared, Discharge};
@@ -102,11 +102,23 @@ impl Transactions {
     }
 }
 
-/// Rolls a transaction back and settles the deliveries it held.
+/// Rolls a transaction back and settles the deliveries it held: they went
+/// back to their queues as a failed attempt, so the settlement says
+/// `modified{delivery-failed}`, not the outcome the transaction dropped.
 fn roll_back(t: OpenTransaction, out: &mut Output) {
     t.txn.roll_back();
-    for (channel, first, last, state) in t.settles {
-        super::outgoing::send_settle(out, channel, first, last, Some(state));
+    settle_rolled_back(&t.settles, out);
+}
+
+/// Settles deliveries whose transaction rolled back.
+fn settle_rolled_back(settles: &[(u16, u32, u32, DeliveryState)], out: &mut Output) {
+    let failed = DeliveryState::Modified(Modified {
+        delivery_failed: Some(true),
+        undeliverable_here: None,
+        message_annotations: None,
+    });
+    for (channel, first, last, _) in settles {
+        super::outgoing::send_settle(out, *channel, *first, *last, Some(failed.clone()));
     }
 }
 
@@ -180,9 +192,15 @@ impl Session {
         }
         let (posted, retired) = (open.txn.posted(), open.txn.retired());
         let result = open.txn.commit();
-        // Committed or rolled back, the deliveries it held are decided.
-        for (ch, first, last, state) in open.settles {
-            super::outgoing::send_settle(ctx.out, ch, first, last, Some(state));
+        // Committed (the outcomes given) or rolled back, the deliveries it
+        // held are decided.
+        match &result {
+            Ok(_) => {
+                for (ch, first, last, state) in open.settles {
+                    super::outgoing::send_settle(ctx.out, ch, first, last, Some(state));
+                }
+            }
+            Err(_) => settle_rolled_back(&open.settles, ctx.out),
         }
         match result {
             Ok(ticket) => {
