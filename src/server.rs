@@ -138,6 +138,7 @@ impl Server {
             predeclared,
             defaults: Arc::new(ConfigDefaults(config.clone())),
             persistence: Some(persistence),
+            evaluator: Some(crate::amqp::selector_values::evaluate),
         })
         .map_err(|source| ServerError::Store {
             path: config.store.path.display().to_string(),
@@ -201,10 +202,26 @@ impl Server {
         tokio::pin!(shutdown);
         let broker = Arc::clone(&self.ctx.broker);
         let expiry = tokio::spawn(async move {
-            let mut ticks = tokio::time::interval(EXPIRY_INTERVAL);
+            // Every queue once a second (expiry, idle groups), and a queue
+            // at the time it asked for (scheduled messages, redelivery delays).
+            let mut next_tick = tokio::time::Instant::now() + EXPIRY_INTERVAL;
             loop {
-                ticks.tick().await;
-                broker.tick();
+                let wake = broker
+                    .next_wakeup()
+                    .map(|at| {
+                        let wait = at.saturating_sub(crate::core::now_ms());
+                        tokio::time::Instant::now() + Duration::from_millis(wait)
+                    })
+                    .map_or(next_tick, |at| at.min(next_tick));
+                tokio::select! {
+                    () = tokio::time::sleep_until(wake) => {}
+                    () = broker.wakeup_changed() => continue,
+                }
+                broker.wake_due(crate::core::now_ms());
+                if tokio::time::Instant::now() >= next_tick {
+                    broker.tick();
+                    next_tick = tokio::time::Instant::now() + EXPIRY_INTERVAL;
+                }
             }
         });
         loop {

@@ -126,11 +126,14 @@ pub struct Connection {
     wake_registered: Ticket,
     /// Transactions the peer declared and has not discharged.
     transactions: Transactions,
+    /// This connection's id in the broker (no-local subscriptions).
+    id: u64,
 }
 
 impl Connection {
     /// A connection that has exchanged protocol headers (and SASL).
     pub fn new(config: Arc<EngineConfig>, broker: Arc<Broker>, now: Instant) -> Self {
+        let id = broker.new_connection_id();
         Self {
             config,
             broker,
@@ -151,6 +154,7 @@ impl Connection {
             items: Vec::new(),
             wake_registered: 0,
             transactions: Transactions::default(),
+            id,
         }
     }
 
@@ -276,7 +280,10 @@ impl Connection {
                 .map(|d| u32::try_from(d.as_millis() / 2).unwrap_or(u32::MAX).max(1)),
             outgoing_locales: None,
             incoming_locales: None,
-            offered_capabilities: Some(Array(vec![Symbol::from("ANONYMOUS-RELAY")])),
+            offered_capabilities: Some(Array(vec![
+                Symbol::from("ANONYMOUS-RELAY"),
+                Symbol::from("SHARED-SUBS"),
+            ])),
             desired_capabilities: None,
             properties: Some(properties),
         };
@@ -410,6 +417,7 @@ impl Connection {
             consumers: &mut self.consumers,
             container: &self.remote_container,
             txns: &mut self.transactions,
+            connection: self.id,
         };
         let ended = session.handle(body, &mut ctx);
         if ended {

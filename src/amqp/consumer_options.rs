@@ -8,6 +8,7 @@ use fe2o3_amqp::types::primitives::{Symbol, Value};
 
 use super::address::NodeAddress;
 use super::error::cond;
+use crate::core::selector::Selector;
 use crate::core::GroupFilter;
 
 /// Azure Service Bus' source filter naming a session (a group).
@@ -15,6 +16,112 @@ pub const SESSION_FILTER: &str = "com.microsoft:session-filter";
 
 /// The link property an exclusive consumer asks with, echoed when granted.
 pub const EXCLUSIVE_PROPERTY: &str = "exclusive-consumer";
+
+/// The JMS selector filter (Apache's registered filter type).
+const SELECTOR_NAME: &str = "apache.org:selector-filter:string";
+/// Its numeric descriptor.
+const SELECTOR_CODE: u64 = 0x0000_468C_0000_0004;
+/// The no-local filter (topic subscriptions: not what this connection sent).
+const NO_LOCAL_NAME: &str = "apache.org:no-local-filter:list";
+/// Its numeric descriptor.
+const NO_LOCAL_CODE: u64 = 0x0000_468C_0000_0003;
+
+/// The source filters of a consumer's attach that the broker applies.
+#[derive(Debug, Default)]
+pub struct SourceFilters {
+    /// A JMS selector.
+    pub selector: Option<Selector>,
+    /// Messages published on this connection are not delivered (topics).
+    pub no_local: bool,
+    /// A session (group) filter.
+    pub session: Option<GroupFilter>,
+    /// Keys of the filters applied, to echo in the broker's attach.
+    pub applied: Vec<Symbol>,
+}
+
+/// Which known filter a filter-set entry is, by its descriptor (or, for a
+/// plain value, its key, as some clients send).
+fn filter_kind(key: &Symbol, value: &Value) -> Option<&'static str> {
+    let by_descriptor = match value {
+        Value::Described(d) => match &d.descriptor {
+            serde_amqp::descriptor::Descriptor::Name(n) => match n.as_str() {
+                SELECTOR_NAME => Some("selector"),
+                NO_LOCAL_NAME => Some("no-local"),
+                SESSION_FILTER => Some("session"),
+                _ => None,
+            },
+            serde_amqp::descriptor::Descriptor::Code(SELECTOR_CODE) => Some("selector"),
+            serde_amqp::descriptor::Descriptor::Code(NO_LOCAL_CODE) => Some("no-local"),
+            serde_amqp::descriptor::Descriptor::Code(_) => None,
+        },
+        _ => None,
+    };
+    by_descriptor.or(match key.as_str() {
+        SESSION_FILTER => Some("session"),
+        "jms-selector" | "selector" | SELECTOR_NAME => Some("selector"),
+        "no-local" | NO_LOCAL_NAME => Some("no-local"),
+        _ => None,
+    })
+}
+
+/// Reads the source filters the broker knows: a JMS selector (refused with
+/// `amqp:invalid-field` and the parse error if it does not parse), no-local,
+/// and a session filter. Others are ignored (and not echoed).
+pub fn source_filters(source: &Source) -> Result<SourceFilters, AmqpError> {
+    let mut out = SourceFilters::default();
+    let Some(filters) = &source.filter else {
+        return Ok(out);
+    };
+    for (key, value) in filters.iter() {
+        let inner = match value {
+            Value::Described(d) => &d.value,
+            other => other,
+        };
+        match filter_kind(key, value) {
+            Some("selector") => {
+                let Value::String(text) = inner else {
+                    return Err(cond::invalid_field("a selector filter must be a string"));
+                };
+                if text.trim().is_empty() {
+                    // JMS: an empty selector is no selector.
+                    continue;
+                }
+                let selector = Selector::parse(text)
+                    .map_err(|e| cond::invalid_field(format!("selector '{text}': {e}")))?;
+                out.selector = Some(selector);
+                out.applied.push(key.clone());
+            }
+            Some("no-local") => {
+                out.no_local = true;
+                out.applied.push(key.clone());
+            }
+            Some("session") => {
+                out.session = match inner {
+                    Value::Null => Some(GroupFilter::Any),
+                    Value::String(s) if !s.is_empty() => Some(GroupFilter::Group(s.clone())),
+                    _ => {
+                        return Err(cond::invalid_field(format!(
+                            "source filter '{SESSION_FILTER}' must be a session id or null"
+                        )))
+                    }
+                };
+                out.applied.push(key.clone());
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Keeps in the broker's attach only the filters it applies.
+pub fn echo_filters(source: &mut Source, applied: &[Symbol]) {
+    if let Some(filters) = source.filter.as_mut() {
+        filters.as_inner_mut().retain(|k, _| applied.contains(k));
+        if filters.is_empty() {
+            source.filter = None;
+        }
+    }
+}
 
 /// Options of an address, split by who they are for.
 #[derive(Debug, Default)]
@@ -143,32 +250,6 @@ fn integer(key: &Symbol, value: &Value) -> Result<i32, AmqpError> {
         }
     };
     Ok(p.clamp(i64::from(i32::MIN), i64::from(i32::MAX)) as i32)
-}
-
-/// The session filter of a source: a group id, or "any group" for a null
-/// value. Sent plain or as a described value, as Azure's clients do.
-pub fn session_filter(source: &Source) -> Result<Option<GroupFilter>, AmqpError> {
-    let Some(filters) = &source.filter else {
-        return Ok(None);
-    };
-    let Some(value) = filters
-        .iter()
-        .find(|(k, _)| k.as_str() == SESSION_FILTER)
-        .map(|(_, v)| v)
-    else {
-        return Ok(None);
-    };
-    let inner = match value {
-        Value::Described(d) => &d.value,
-        other => other,
-    };
-    match inner {
-        Value::Null => Ok(Some(GroupFilter::Any)),
-        Value::String(s) if !s.is_empty() => Ok(Some(GroupFilter::Group(s.clone()))),
-        _ => Err(cond::invalid_field(format!(
-            "source filter '{SESSION_FILTER}' must be a session id or null"
-        ))),
-    }
 }
 
 /// The source filter echoed when the broker picked the group for a null

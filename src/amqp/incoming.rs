@@ -14,7 +14,7 @@ use super::error::{self, cond};
 use super::link::{LinkKind, Partial, ProducerTarget};
 use super::message;
 use super::session::{send_rejected, Ctx, Session};
-use crate::core::{Broker, CoreError, Message, Node};
+use crate::core::{Arrival, Broker, CoreError, Message, Node};
 use crate::store::Ticket;
 
 impl Session {
@@ -158,7 +158,7 @@ impl Session {
             Err(too_big())
         } else {
             match message::parse(bytes) {
-                Ok(m) => publish(&p.target, ctx.broker, m),
+                Ok(m) => publish(&p.target, ctx.broker, m, ctx.connection),
                 Err(e) => Err(cond::decode(e.to_string())),
             }
         };
@@ -202,7 +202,8 @@ fn post(
         });
     match parsed {
         Ok((node, m)) => {
-            open.txn.post(node, Arc::new(m));
+            let arrival = arrival(&node, &m, ctx.connection);
+            open.txn.post(node, Arc::new(m), arrival);
             Ok(())
         }
         Err(e) => {
@@ -240,13 +241,27 @@ fn publish(
     target: &ProducerTarget,
     broker: &Arc<Broker>,
     message: Message,
+    connection: u64,
 ) -> Result<Option<Ticket>, AmqpError> {
     let from_core = |e: CoreError| error::from_core(&e);
-    match target {
-        ProducerTarget::Node(node) => node.publish(Arc::new(message)).map_err(from_core),
-        ProducerTarget::Relay => resolve_to(broker, &message)?
-            .publish(Arc::new(message))
-            .map_err(from_core),
-        ProducerTarget::Coordinator => Err(cond::illegal_state("not a producer")),
+    let node = match target {
+        ProducerTarget::Node(node) => node,
+        ProducerTarget::Relay => &resolve_to(broker, &message)?,
+        ProducerTarget::Coordinator => return Err(cond::illegal_state("not a producer")),
+    };
+    let arrival = arrival(node, &message, connection);
+    node.publish_with(Arc::new(message), &arrival)
+        .map_err(from_core)
+}
+
+/// How a message arrived: its connection, and its duplicate-detection id
+/// when a queue it goes to detects duplicates (read only then).
+fn arrival(node: &Node, message: &Message, connection: u64) -> Arrival {
+    Arrival {
+        connection: Some(connection),
+        duplicate_id: node
+            .detects_duplicates()
+            .then(|| message::duplicate_id(message))
+            .flatten(),
     }
 }

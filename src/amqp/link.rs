@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use fe2o3_amqp::types::definitions::{
     Error as AmqpError, ReceiverSettleMode, Role, SenderSettleMode,
 };
-use fe2o3_amqp::types::messaging::{DistributionMode, TargetArchetype, TerminusDurability};
+use fe2o3_amqp::types::messaging::{DistributionMode, TargetArchetype};
 use fe2o3_amqp::types::performatives::{Attach, Detach, Flow};
 use fe2o3_amqp::types::primitives::Array;
 use fe2o3_amqp::types::transaction::{Coordinator, TxnCapability};
@@ -16,7 +16,10 @@ use fe2o3_amqp::types::transaction::{Coordinator, TxnCapability};
 use super::address;
 use super::consumer_options;
 use super::error::{self, cond};
+use super::selector_values;
 use super::session::{Ctx, Session};
+use super::subscription;
+use crate::core::selector::Filter;
 use crate::core::{Broker, ConsumerId, ConsumerOptions, GroupFilter, Node, Queue};
 
 /// One attached link.
@@ -90,8 +93,11 @@ pub enum Cleanup {
     Keep,
     /// Deleted with the link: a dynamic node or a non-durable subscription.
     Delete,
-    /// A durable subscription: removed only by a detach with `closed = true`.
+    /// A durable subscription: removed only by a detach with `closed = true`
+    /// (and, if shared, once no other consumer is on it).
     Durable(String),
+    /// A shared non-durable subscription: goes with its last consumer.
+    Shared(String),
 }
 
 /// A link on which the peer consumes.
@@ -117,8 +123,11 @@ impl Link {
             match &c.cleanup {
                 Cleanup::Keep => {}
                 Cleanup::Delete => c.broker.delete_queue(&c.queue),
-                Cleanup::Durable(name) if closed => c.broker.unsubscribe_durable(name),
+                Cleanup::Durable(name) if closed && c.queue.stats().consumers == 0 => {
+                    c.broker.unsubscribe_durable(name)
+                }
                 Cleanup::Durable(_) => {}
+                Cleanup::Shared(name) => c.broker.leave_shared(name),
             }
         }
         self.kind = LinkKind::Refused;
@@ -318,17 +327,28 @@ impl Session {
             return Err(cond::invalid_field("a consumer link needs a source"));
         };
         let properties = consumer_options::link_properties(attach.properties.as_ref())?;
-        let session = consumer_options::session_filter(source)?;
+        let filters = consumer_options::source_filters(source)?;
+        let session = filters.session.clone();
+        let filter = filters.selector.clone().map(|selector| {
+            Arc::new(Filter {
+                selector,
+                evaluate: selector_values::evaluate,
+            })
+        });
         let mut priority = properties.priority;
         let mut exclusive = properties.exclusive;
         let mut group_filter = properties.group_filter.map(GroupFilter::Group);
         let browse = matches!(source.distribution_mode, Some(DistributionMode::Copy));
         let mut reply = reply_attach(attach, local_handle);
+        // A topic subscription filters as copies are routed; a queue
+        // consumer as messages are dispatched.
+        let mut consumer_filter = None;
         let (queue, cleanup) = if source.dynamic {
             let queue = ctx.broker.create_dynamic_queue();
             if let Some(s) = reply.source.as_deref_mut() {
                 s.address = Some(queue.name().to_string());
             }
+            consumer_filter = filter;
             (queue, Cleanup::Delete)
         } else {
             let Some(addr) = source.address.as_deref() else {
@@ -344,23 +364,37 @@ impl Session {
             if let Some(g) = options.group_filter {
                 group_filter = Some(GroupFilter::Group(g));
             }
-            match ctx
-                .broker
-                .resolve(&node.name, node.kind, &options.queue)
-                .map_err(|e| error::from_core(&e))?
-            {
-                Node::Queue(q) => (q, Cleanup::Keep),
-                Node::Topic(topic) => {
-                    let durable = source.durable != TerminusDurability::None;
-                    if durable {
-                        let name = format!("{}.{}", ctx.container, attach.name);
-                        (
-                            ctx.broker.subscribe(&topic, Some(&name)),
-                            Cleanup::Durable(name),
-                        )
-                    } else {
-                        (ctx.broker.subscribe(&topic, None), Cleanup::Delete)
+            let pattern = crate::core::subscriptions::is_pattern(&node.name)
+                && ctx.broker.is_topic_address(&node.name, node.kind);
+            if pattern {
+                subscription::subscribe(
+                    attach,
+                    source,
+                    None,
+                    &node.name,
+                    filter,
+                    filters.no_local,
+                    ctx,
+                )?
+            } else {
+                match ctx
+                    .broker
+                    .resolve(&node.name, node.kind, &options.queue)
+                    .map_err(|e| error::from_core(&e))?
+                {
+                    Node::Queue(q) => {
+                        consumer_filter = filter;
+                        (q, Cleanup::Keep)
                     }
+                    Node::Topic(topic) => subscription::subscribe(
+                        attach,
+                        source,
+                        Some(&topic),
+                        &node.name,
+                        filter,
+                        filters.no_local,
+                        ctx,
+                    )?,
                 }
             }
         };
@@ -377,6 +411,7 @@ impl Session {
             browse,
             exclusive,
             group_filter,
+            filter: consumer_filter,
         };
         let attached =
             match queue.attach_consumer(consumer, Arc::clone(ctx.outbox), options.clone()) {
@@ -397,8 +432,10 @@ impl Session {
         if attached.exclusive {
             reply.properties = Some(consumer_options::exclusive_properties());
         }
-        if let (Some(group), true) = (&attached.group, from_session) {
-            if let Some(s) = reply.source.as_deref_mut() {
+        if let Some(s) = reply.source.as_deref_mut() {
+            // Only the filters the broker applies are echoed.
+            consumer_options::echo_filters(s, &filters.applied);
+            if let (Some(group), true) = (&attached.group, from_session) {
                 consumer_options::echo_session(s, group);
             }
         }

@@ -147,6 +147,21 @@ fn symbolic_code(encoded: &[u8]) -> Option<u64> {
         .map(|i| HEADER + i as u64)
 }
 
+/// The sections of well-formed message bytes: (descriptor code, bytes),
+/// stopping at the first that does not read.
+pub fn sections(payload: &[u8]) -> impl Iterator<Item = (u64, &[u8])> {
+    let mut pos = 0;
+    std::iter::from_fn(move || {
+        if pos >= payload.len() {
+            return None;
+        }
+        let (code, len) = section_at(payload, pos).ok()?;
+        let section = payload.get(pos..pos + len)?;
+        pos += len;
+        Some((code, section))
+    })
+}
+
 /// The encoded value inside the message's amqp-value section, if it has one
 /// (a transaction controller's declare or discharge).
 pub fn amqp_value(payload: &[u8]) -> Option<&[u8]> {
@@ -196,6 +211,7 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
     let mut routing: Option<Box<RoutingFields>> = None;
     let mut application = None;
     let mut bare_start = buf.len();
+    let mut schedule = (None, None);
     while pos < buf.len() {
         let (code, len) = section_at(buf, pos)?;
         // Header, delivery annotations, message annotations, properties and
@@ -210,7 +226,10 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
         match code {
             HEADER => header = parse_header(section)?,
             DELIVERY_ANNOTATIONS => {}
-            MESSAGE_ANNOTATIONS => annotations = payload.slice(pos..pos + len),
+            MESSAGE_ANNOTATIONS => {
+                annotations = payload.slice(pos..pos + len);
+                schedule = scan_message_annotations(section)?;
+            }
             PROPERTIES => {
                 let fields = parse_properties(&payload.slice(pos..pos + len))?;
                 if fields != RoutingFields::default() {
@@ -242,6 +261,10 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
             r.closes_group |= jms.closes;
         }
     }
+    if schedule != (None, None) {
+        let r = routing.get_or_insert_with(Default::default);
+        (r.delivery_time, r.delivery_delay) = schedule;
+    }
     Ok(Message {
         header,
         routing,
@@ -249,6 +272,54 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
         broker_annotations: None,
         bare: payload.slice(bare_start..),
     })
+}
+
+/// The id duplicate detection goes by: the application property
+/// `_AMQ_DUPL_ID` (Artemis' convention), else `properties.message-id`.
+/// Encoded values, so ids of different types never compare equal.
+pub fn duplicate_id(message: &Message) -> Option<Bytes> {
+    let bare = &message.bare;
+    let mut message_id = None;
+    let mut pos = 0;
+    while pos < bare.len() {
+        let (code, len) = section_at(bare, pos).ok()?;
+        let section = bare.slice(pos..pos + len);
+        match code {
+            PROPERTIES => message_id = first_item(&section),
+            APPLICATION_PROPERTIES => {
+                if let Some(id) = scan_application_properties(&section)
+                    .ok()
+                    .and_then(|j| j.duplicate_id)
+                {
+                    return Some(id);
+                }
+            }
+            _ => break,
+        }
+        pos += len;
+    }
+    message_id
+}
+
+/// The first item of a described list section, unless absent or null.
+fn first_item(section: &Bytes) -> Option<Bytes> {
+    let pos = 1 + value_len(section, 1).ok()?;
+    let (count, item) = match section.get(pos)? {
+        0xc0 => (usize::from(*section.get(pos + 2)?), pos + 3),
+        0xd0 => {
+            let b = section.get(pos + 5..pos + 9)?;
+            (
+                u32::from_be_bytes([b[0], b[1], b[2], b[3]]) as usize,
+                pos + 9,
+            )
+        }
+        _ => return None,
+    };
+    if count == 0 || section.get(item) == Some(&0x40) {
+        return None;
+    }
+    let len = value_len(section, item).ok()?;
+    Some(section.slice(item..item + len))
 }
 
 /// Reads the properties the broker routes on (`to`, `absolute-expiry-time`)
@@ -335,13 +406,20 @@ struct JmsGroup {
     group_id: Option<Bytes>,
     /// `JMSXGroupSeq` is negative: the group ends with this message.
     closes: bool,
+    /// `_AMQ_DUPL_ID`'s encoded value, for duplicate detection.
+    duplicate_id: Option<Bytes>,
 }
 
-/// Looks for `JMSXGroupID`, `_AMQ_GROUP_ID` and `JMSXGroupSeq` among the
-/// application properties, walking the map without decoding other values.
-fn scan_application_properties(section_bytes: &Bytes) -> Result<JmsGroup, MessageError> {
-    let section = &section_bytes[..];
-    let bad = || MessageError::BadProperties("application-properties is not a map".into());
+/// Walks a map section (message annotations, application properties)
+/// without decoding its values: calls `visit` with each key's name (a
+/// string or symbol key; other keys are skipped), the value's offset in
+/// the section and its length.
+fn walk_map(
+    section: &[u8],
+    what: &str,
+    mut visit: impl FnMut(&[u8], usize, usize),
+) -> Result<(), MessageError> {
+    let bad = || MessageError::BadProperties(format!("{what} is not a map"));
     let pos = 1 + value_len(section, 1)?;
     let (count, mut item) = match section.get(pos) {
         Some(0xc1) => (usize::from(*section.get(pos + 2).ok_or_else(bad)?), pos + 3),
@@ -354,24 +432,34 @@ fn scan_application_properties(section_bytes: &Bytes) -> Result<JmsGroup, Messag
         }
         _ => return Err(bad()),
     };
-    let mut found = JmsGroup::default();
     for _ in 0..count / 2 {
         let key_len = value_len(section, item)?;
         let key = &section[item..item + key_len];
         item += key_len;
         let value_len = value_len(section, item)?;
-        let value = &section[item..item + value_len];
-        item += value_len;
-        let name: &[u8] = match key {
-            [0xa1, _, rest @ ..] => rest,
-            [0xb1, _, _, _, _, rest @ ..] => rest,
-            _ => continue,
+        let name: Option<&[u8]> = match key {
+            [0xa1 | 0xa3, _, rest @ ..] => Some(rest),
+            [0xb1 | 0xb3, _, _, _, _, rest @ ..] => Some(rest),
+            _ => None,
         };
+        if let Some(name) = name {
+            visit(name, item, value_len);
+        }
+        item += value_len;
+    }
+    Ok(())
+}
+
+/// Looks for `JMSXGroupID`, `_AMQ_GROUP_ID` and `JMSXGroupSeq` among the
+/// application properties, walking the map without decoding other values.
+fn scan_application_properties(section_bytes: &Bytes) -> Result<JmsGroup, MessageError> {
+    let section = &section_bytes[..];
+    let mut found = JmsGroup::default();
+    walk_map(section, "application-properties", |name, at, len| {
+        let value = &section[at..at + len];
         match name {
             b"JMSXGroupID" | b"_AMQ_GROUP_ID" if found.group_id.is_none() => {
-                found.group_id = string_slice(section_bytes, item - value_len, value_len)
-                    .ok()
-                    .flatten();
+                found.group_id = string_slice(section_bytes, at, len).ok().flatten();
             }
             b"JMSXGroupSeq" => {
                 found.closes = match value {
@@ -384,10 +472,51 @@ fn scan_application_properties(section_bytes: &Bytes) -> Result<JmsGroup, Messag
                     _ => false,
                 }
             }
+            b"_AMQ_DUPL_ID" => found.duplicate_id = Some(section_bytes.slice(at..at + len)),
             _ => {}
         }
-    }
+    })?;
     Ok(found)
+}
+
+/// The scheduling annotations of a message-annotations section:
+/// (`x-opt-delivery-time`, `x-opt-delivery-delay`), as Artemis reads them
+/// (any integer or a timestamp; negative values ignored).
+fn scan_message_annotations(section: &[u8]) -> Result<(Option<u64>, Option<u64>), MessageError> {
+    let mut found = (None, None);
+    walk_map(section, "message-annotations", |name, at, len| {
+        let value = &section[at..at + len];
+        match name {
+            b"x-opt-delivery-time" => found.0 = integer(value),
+            b"x-opt-delivery-delay" => found.1 = integer(value),
+            _ => {}
+        }
+    })?;
+    Ok(found)
+}
+
+/// A non-negative integer or timestamp value.
+fn integer(value: &[u8]) -> Option<u64> {
+    let signed = |b: &[u8]| -> Option<i64> {
+        Some(match b.len() {
+            1 => i64::from(b[0] as i8),
+            4 => i64::from(i32::from_be_bytes(b.try_into().ok()?)),
+            8 => i64::from_be_bytes(b.try_into().ok()?),
+            _ => return None,
+        })
+    };
+    match value {
+        [0x43 | 0x44] => Some(0),
+        [0x52 | 0x53, n] => Some(u64::from(*n)),
+        [0x70, rest @ ..] if rest.len() == 4 => {
+            Some(u64::from(u32::from_be_bytes(rest.try_into().ok()?)))
+        }
+        [0x80, rest @ ..] if rest.len() == 8 => Some(u64::from_be_bytes(rest.try_into().ok()?)),
+        [0x54 | 0x55, rest @ ..] | [0x71 | 0x81 | 0x83, rest @ ..] => {
+            u64::try_from(signed(rest)?).ok()
+        }
+        _ => None,
+    }
 }
 
 /// A string or null value.

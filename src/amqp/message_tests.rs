@@ -176,3 +176,80 @@ fn several_data_sections_are_allowed() {
 fn deeply_nested_descriptors_are_refused_without_exhausting_the_stack() {
     assert!(parse(Bytes::from(vec![0u8; 1 << 20])).is_err());
 }
+
+#[test]
+fn scheduling_annotations_are_read_as_artemis_does() {
+    use fe2o3_amqp::types::primitives::Timestamp;
+    let body = encode(&Data(Binary::from(vec![1u8])));
+    let parse_with = |ma: MessageAnnotations| {
+        let bytes = [encode(&ma), body.clone()].concat();
+        let m = parse(Bytes::from(bytes)).unwrap();
+        m.routing.map(|r| (r.delivery_time, r.delivery_delay))
+    };
+    assert_eq!(
+        parse_with(
+            MessageAnnotations::builder()
+                .insert("x-opt-delivery-time", 1_700_000_000_000i64)
+                .build()
+        ),
+        Some((Some(1_700_000_000_000), None))
+    );
+    assert_eq!(
+        parse_with(
+            MessageAnnotations::builder()
+                .insert(
+                    "x-opt-delivery-time",
+                    Timestamp::from_milliseconds(1_700_000_000_001)
+                )
+                .insert("x-opt-delivery-delay", 2500i32)
+                .build()
+        ),
+        Some((Some(1_700_000_000_001), Some(2500)))
+    );
+    assert_eq!(
+        parse_with(
+            MessageAnnotations::builder()
+                .insert("x-opt-delivery-delay", 30u64)
+                .build()
+        ),
+        Some((None, Some(30)))
+    );
+    // Negative or non-numeric values schedule nothing.
+    assert_eq!(
+        parse_with(
+            MessageAnnotations::builder()
+                .insert("x-opt-delivery-delay", -5i64)
+                .insert("x-opt-delivery-time", "soon")
+                .build()
+        ),
+        None
+    );
+}
+
+#[test]
+fn duplicate_ids_come_from_amq_dupl_id_else_message_id() {
+    let body = encode(&Data(Binary::from(vec![1u8])));
+    let props = encode(
+        &Properties::builder()
+            .message_id(String::from("m-1"))
+            .build(),
+    );
+    let with_id = parse(Bytes::from([props.clone(), body.clone()].concat())).unwrap();
+    assert_eq!(duplicate_id(&with_id).as_deref(), Some(&b"\xa1\x03m-1"[..]));
+    let app = encode(
+        &ApplicationProperties::builder()
+            .insert("_AMQ_DUPL_ID", String::from("d-9"))
+            .build(),
+    );
+    let with_both = parse(Bytes::from([props, app, body.clone()].concat())).unwrap();
+    assert_eq!(
+        duplicate_id(&with_both).as_deref(),
+        Some(&b"\xa1\x03d-9"[..])
+    );
+    let numeric = encode(&Properties::builder().message_id(7u64).build());
+    let m = parse(Bytes::from([numeric, body.clone()].concat())).unwrap();
+    assert_ne!(duplicate_id(&m), duplicate_id(&with_id));
+    assert!(duplicate_id(&m).is_some());
+    let bare = parse(Bytes::from(body)).unwrap();
+    assert_eq!(duplicate_id(&bare), None);
+}

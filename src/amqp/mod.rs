@@ -14,6 +14,8 @@
 //! - `consumer_options`: what an attach asks of its consumer: priority,
 //!   exclusivity, group filters (address options, link properties, source filters).
 //! - `error`: mapping of core errors to AMQP conditions.
+//! - `selector_values`: a message's JMS header and property values for selectors.
+//! - `subscription`: which topic subscription a consumer's attach gets (durable, shared, wildcard).
 //! - `io`: the task that runs a connection over a socket.
 //! - `client`: the client role, for `ordo send`, `ordo receive` and `ordo bench`.
 //! - `tool_links`: producer and consumer links of those tools (bodies in, bodies out).
@@ -31,7 +33,9 @@ pub mod io;
 pub mod link;
 pub mod message;
 pub mod outgoing;
+pub mod selector_values;
 pub mod session;
+pub mod subscription;
 pub mod tool_links;
 
 pub use connection::{Connection, EngineConfig};

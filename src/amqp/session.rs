@@ -36,6 +36,8 @@ pub struct Ctx<'a> {
     pub container: &'a str,
     /// The connection's open transactions.
     pub txns: &'a mut Transactions,
+    /// The connection's id in the broker.
+    pub connection: u64,
 }
 
 /// `a` is before `b` in serial-number order.

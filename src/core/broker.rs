@@ -9,7 +9,7 @@ use std::sync::{Arc, Weak};
 use parking_lot::RwLock;
 
 use super::error::CoreError;
-use super::message::Message;
+use super::message::{Arrival, Message};
 use super::persist::{self, Persistence, QueueMeta};
 use super::queue_handle::Queue;
 use super::settings::QueueSettings;
@@ -39,9 +39,29 @@ impl Node {
     /// Accepts a message into the node. Returns the journal ticket to wait
     /// for before the message counts as safe, when it was stored.
     pub fn publish(&self, message: Arc<Message>) -> Result<Option<Ticket>, CoreError> {
+        self.publish_with(message, &Arrival::default())
+    }
+
+    /// [`Self::publish`] with how the message arrived: its connection
+    /// (no-local subscriptions skip their own connection's messages) and
+    /// its duplicate-detection id.
+    pub fn publish_with(
+        &self,
+        message: Arc<Message>,
+        arrival: &Arrival,
+    ) -> Result<Option<Ticket>, CoreError> {
         match self {
-            Node::Queue(q) => q.publish(message),
-            Node::Topic(t) => t.publish(message),
+            Node::Queue(q) => q.publish_with(message, arrival.duplicate_id.as_ref()),
+            Node::Topic(t) => t.publish(message, arrival),
+        }
+    }
+
+    /// Whether a queue the node feeds detects duplicates (so the protocol
+    /// layer reads messages' duplicate-detection ids).
+    pub fn detects_duplicates(&self) -> bool {
+        match self {
+            Node::Queue(q) => q.detects_duplicates(),
+            Node::Topic(t) => t.detects_duplicates(),
         }
     }
 
@@ -87,6 +107,9 @@ pub struct BrokerOptions {
     pub defaults: Arc<dyn NodeDefaults>,
     /// The store, if durable queues and messages are persisted.
     pub persistence: Option<Arc<Persistence>>,
+    /// How selectors are evaluated against messages (the protocol layer's),
+    /// to restore durable subscriptions' selectors at recovery.
+    pub evaluator: Option<crate::core::selector::Evaluator>,
 }
 
 impl Default for BrokerOptions {
@@ -96,32 +119,46 @@ impl Default for BrokerOptions {
             predeclared: vec!["DLQ".to_string()],
             defaults: Arc::new(PlainDefaults),
             persistence: None,
+            evaluator: None,
         }
     }
 }
 
 /// The registries, behind one lock held only to look up or insert.
 #[derive(Debug, Default)]
-struct Nodes {
+pub(super) struct Nodes {
     /// Queues by name (subscription and dynamic queues included).
-    queues: HashMap<String, Arc<Queue>>,
+    pub(super) queues: HashMap<String, Arc<Queue>>,
     /// Topics by name.
-    topics: HashMap<String, Arc<Topic>>,
-    /// Durable subscriptions by subscription name: (topic, queue).
-    durable: HashMap<String, (String, Arc<Queue>)>,
+    pub(super) topics: HashMap<String, Arc<Topic>>,
+    /// Durable subscriptions by subscription name: (topic or pattern, queue).
+    pub(super) durable: HashMap<String, (String, Arc<Queue>)>,
+    /// Shared non-durable subscriptions by name: (topic or pattern, queue,
+    /// consumers attached); deleted with their last consumer.
+    pub(super) shared: HashMap<String, (String, Arc<Queue>, usize)>,
+    /// Subscriptions to wildcard patterns (`prices.*`, `orders.#`): added
+    /// to every topic the pattern matches, now and when it is created.
+    pub(super) patterns: Vec<(String, Arc<Queue>)>,
 }
 
 /// All nodes of one broker. Shared by every connection.
 #[derive(Debug)]
 pub struct Broker {
     /// Queues, topics and subscriptions.
-    nodes: RwLock<Nodes>,
+    pub(super) nodes: RwLock<Nodes>,
     /// Behaviour switches.
-    options: BrokerOptions,
+    pub(super) options: BrokerOptions,
     /// Source of consumer ids, unique across the broker.
     next_consumer: AtomicU64,
     /// Source of unique names for dynamic nodes and subscriptions.
-    next_name: AtomicU64,
+    pub(super) next_name: AtomicU64,
+    /// Source of connection ids (no-local subscriptions compare them).
+    next_connection: AtomicU64,
+    /// Queues that asked to be woken at a time (a scheduled message, a
+    /// redelivery delay): (when, ms since the epoch; queue name).
+    wakeups: parking_lot::Mutex<std::collections::BTreeSet<(u64, String)>>,
+    /// Told when an earlier wake-up is asked for.
+    wakeup_changed: tokio::sync::Notify,
     /// This broker, for the queues it creates (they route dead letters).
     me: Weak<Broker>,
 }
@@ -144,11 +181,12 @@ pub struct RecoveryReport {
 /// Whether a new queue is persisted (if the broker has a store and the
 /// queue's settings say `durable`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Keep<'a> {
+pub(super) enum Keep<'a> {
     /// A queue or a dead-letter/expiry queue.
     Queue,
-    /// A durable subscription on this topic.
-    Subscription(&'a str),
+    /// A durable subscription on this topic (or wildcard pattern), with
+    /// its selector.
+    Subscription(&'a str, Option<&'a str>),
     /// Dynamic nodes and non-durable subscriptions live with their link.
     Never,
 }
@@ -179,6 +217,9 @@ impl Broker {
             options,
             next_consumer: AtomicU64::new(1),
             next_name: AtomicU64::new(1),
+            next_connection: AtomicU64::new(1),
+            wakeups: Default::default(),
+            wakeup_changed: tokio::sync::Notify::new(),
             me: me.clone(),
         })
     }
@@ -202,17 +243,24 @@ impl Broker {
 
     /// A new queue; persisted (its record submitted to the journal) when the
     /// broker has a store, the queue is durable and `keep` allows.
-    fn new_queue(&self, name: &str, settings: QueueSettings, keep: Keep<'_>) -> Arc<Queue> {
+    pub(super) fn new_queue(
+        &self,
+        name: &str,
+        settings: QueueSettings,
+        keep: Keep<'_>,
+    ) -> Arc<Queue> {
         let persistence = self.options.persistence.clone();
         let store_id = match (&persistence, keep) {
-            (Some(p), Keep::Queue | Keep::Subscription(_)) if settings.durable => {
+            (Some(p), Keep::Queue | Keep::Subscription(..)) if settings.durable => {
                 let id = p.new_queue_id();
+                let (topic, selector) = match keep {
+                    Keep::Subscription(t, s) => (Some(t.to_string()), s.map(str::to_string)),
+                    _ => (None, None),
+                };
                 let meta = QueueMeta {
                     name: name.to_string(),
-                    topic: match keep {
-                        Keep::Subscription(t) => Some(t.to_string()),
-                        _ => None,
-                    },
+                    topic,
+                    selector,
                     settings: settings.clone(),
                 };
                 p.journal().submit([Record::PutQueue {
@@ -262,12 +310,22 @@ impl Broker {
                     Some(id),
                 ));
                 if let Some(topic_name) = &meta.topic {
-                    let topic = nodes
-                        .topics
-                        .entry(topic_name.clone())
-                        .or_insert_with(|| Arc::new(Topic::new(topic_name.clone())));
+                    let filter = meta.selector.as_deref().and_then(|text| {
+                        let evaluate = self.options.evaluator?;
+                        match crate::core::selector::Selector::parse(text) {
+                            Ok(selector) => Some(Arc::new(crate::core::selector::Filter {
+                                selector,
+                                evaluate,
+                            })),
+                            Err(e) => {
+                                tracing::error!(subscription = %meta.name, error = %e, "stored selector unreadable: the subscription gets every message");
+                                None
+                            }
+                        }
+                    });
+                    queue.set_subscription_filter(filter, None);
                     queue.set_origin(topic_name);
-                    topic.add_subscription(Arc::clone(&queue));
+                    Self::attach_subscription(&mut nodes, topic_name, &queue);
                     nodes
                         .durable
                         .insert(meta.name.clone(), (topic_name.clone(), Arc::clone(&queue)));
@@ -296,6 +354,10 @@ impl Broker {
                     }
                 }
             })?;
+            let ids = store.duplicates(id)?;
+            if !ids.is_empty() {
+                queue.restore_duplicates(ids);
+            }
         }
         report.duration = started.elapsed();
         Ok(report)
@@ -371,11 +433,31 @@ impl Broker {
                         message: "queue.* options do not apply to a topic".into(),
                     });
                 }
-                let t = nodes.topics.entry(name.to_string()).or_insert_with(|| {
-                    tracing::info!(topic = name, "topic created");
-                    Arc::new(Topic::new(name.to_string()))
-                });
-                Ok(Node::Topic(Arc::clone(t)))
+                if let Some(t) = nodes.topics.get(name) {
+                    return Ok(Node::Topic(Arc::clone(t)));
+                }
+                tracing::info!(topic = name, "topic created");
+                let t = Arc::new(Topic::new(name.to_string()));
+                // Wildcard subscriptions that match the new topic join it.
+                for (pattern, queue) in &nodes.patterns {
+                    if crate::core::settings::pattern_matches(pattern, name) {
+                        t.add_subscription(Arc::clone(queue));
+                    }
+                }
+                nodes.topics.insert(name.to_string(), Arc::clone(&t));
+                Ok(Node::Topic(t))
+            }
+        }
+    }
+
+    /// Whether an address names topics: the client said so, or (for a
+    /// plain name) no queue has that name and the configuration says topic.
+    pub fn is_topic_address(&self, name: &str, kind: Option<NodeKind>) -> bool {
+        match kind {
+            Some(k) => k == NodeKind::Topic,
+            None => {
+                let nodes = self.nodes.read();
+                self.infer_kind(&nodes, name) == NodeKind::Topic
             }
         }
     }
@@ -416,65 +498,6 @@ impl Broker {
         queue.publish_forced(Arc::new(message))
     }
 
-    /// A subscription queue on a topic. A durable one is found again by its
-    /// name (and replaced if it was on another topic); a non-durable one is
-    /// new each time.
-    pub fn subscribe(&self, topic: &Arc<Topic>, durable_name: Option<&str>) -> Arc<Queue> {
-        let mut nodes = self.nodes.write();
-        if let Some(name) = durable_name {
-            match nodes.durable.get(name) {
-                Some((on, queue)) if on == topic.name() => return Arc::clone(queue),
-                Some(_) => {
-                    // Same subscription name on another topic: replaced, as
-                    // JMS does when a durable subscriber changes topic.
-                    if let Some((_, old)) = nodes.durable.remove(name) {
-                        self.drop_queue(&mut nodes, &old);
-                    }
-                }
-                None => {}
-            }
-        }
-        let queue_name = match durable_name {
-            Some(name) => name.to_string(),
-            None => format!(
-                "{}::sub-{}",
-                topic.name(),
-                self.next_name.fetch_add(1, Ordering::Relaxed)
-            ),
-        };
-        let settings = self.options.defaults.queue_settings(topic.name());
-        let keep = match durable_name {
-            Some(_) => Keep::Subscription(topic.name()),
-            None => Keep::Never,
-        };
-        let queue = self.new_queue(&queue_name, settings, keep);
-        queue.set_origin(topic.name());
-        topic.add_subscription(Arc::clone(&queue));
-        nodes.queues.insert(queue_name.clone(), Arc::clone(&queue));
-        if let Some(name) = durable_name {
-            nodes.durable.insert(
-                name.to_string(),
-                (topic.name().to_string(), Arc::clone(&queue)),
-            );
-        }
-        tracing::info!(topic = topic.name(), queue = %queue_name, durable = durable_name.is_some(), "subscription created");
-        queue
-    }
-
-    /// Whether a durable subscription of that name exists.
-    pub fn has_durable_subscription(&self, name: &str) -> bool {
-        self.nodes.read().durable.contains_key(name)
-    }
-
-    /// Removes a durable subscription and its messages.
-    pub fn unsubscribe_durable(&self, name: &str) {
-        let mut nodes = self.nodes.write();
-        if let Some((_, queue)) = nodes.durable.remove(name) {
-            self.drop_queue(&mut nodes, &queue);
-            tracing::info!(subscription = name, "durable subscription removed");
-        }
-    }
-
     /// A new, uniquely named queue for a dynamic node.
     pub fn create_dynamic_queue(&self) -> Arc<Queue> {
         let name = format!("dynamic-{}", uuid::Uuid::new_v4());
@@ -492,7 +515,7 @@ impl Broker {
     }
 
     /// Removes a queue from every registry and topic.
-    fn drop_queue(&self, nodes: &mut Nodes, queue: &Arc<Queue>) {
+    pub(super) fn drop_queue(&self, nodes: &mut Nodes, queue: &Arc<Queue>) {
         if nodes
             .queues
             .get(queue.name())
@@ -503,6 +526,8 @@ impl Broker {
         for topic in nodes.topics.values() {
             topic.remove_subscription(queue);
         }
+        nodes.patterns.retain(|(_, q)| !Arc::ptr_eq(q, queue));
+        nodes.shared.retain(|_, (_, q, _)| !Arc::ptr_eq(q, queue));
         queue.delete();
         if let (Some(p), Some(id)) = (&self.options.persistence, queue.store_id()) {
             p.journal().submit([Record::DeleteQueue { id }]);
@@ -528,6 +553,52 @@ impl Broker {
         for queue in queues {
             queue.tick();
         }
+    }
+
+    /// A queue asks to be ticked at `at` (ms since the epoch).
+    pub(crate) fn wake_at(&self, at: u64, queue: &str) {
+        let mut wakeups = self.wakeups.lock();
+        let earliest = wakeups.first().is_none_or(|(t, _)| at < *t);
+        wakeups.insert((at, queue.to_string()));
+        drop(wakeups);
+        if earliest {
+            self.wakeup_changed.notify_one();
+        }
+    }
+
+    /// The earliest wake-up a queue asked for.
+    pub fn next_wakeup(&self) -> Option<u64> {
+        self.wakeups.lock().first().map(|(t, _)| *t)
+    }
+
+    /// Resolves when a wake-up earlier than the others is asked for.
+    pub async fn wakeup_changed(&self) {
+        self.wakeup_changed.notified().await;
+    }
+
+    /// Ticks the queues whose wake-up time has come.
+    pub fn wake_due(&self, now: u64) {
+        let mut due = Vec::new();
+        {
+            let mut wakeups = self.wakeups.lock();
+            while wakeups.first().is_some_and(|(t, _)| *t <= now) {
+                if let Some((_, name)) = wakeups.pop_first() {
+                    if !due.contains(&name) {
+                        due.push(name);
+                    }
+                }
+            }
+        }
+        for name in due {
+            if let Some(queue) = self.existing_queue(&name) {
+                queue.tick();
+            }
+        }
+    }
+
+    /// A fresh connection id (no-local subscriptions compare them).
+    pub fn new_connection_id(&self) -> u64 {
+        self.next_connection.fetch_add(1, Ordering::Relaxed)
     }
 
     /// A fresh consumer id.

@@ -51,6 +51,22 @@ pub struct RoutingFields {
     /// The message closes its group: `group-sequence` 4294967295 (how Qpid
     /// JMS sends JMSXGroupSeq = -1) or a negative `JMSXGroupSeq`.
     pub closes_group: bool,
+    /// Message annotation `x-opt-delivery-time`: not delivered before this
+    /// time (ms since the epoch).
+    pub delivery_time: Option<u64>,
+    /// Message annotation `x-opt-delivery-delay`: not delivered before this
+    /// many ms after it arrived.
+    pub delivery_delay: Option<u64>,
+}
+
+/// How a message reached the broker, besides its bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Arrival {
+    /// The connection that published it (no-local subscriptions skip it).
+    pub connection: Option<u64>,
+    /// Its duplicate-detection id, read when a queue it goes to detects
+    /// duplicates.
+    pub duplicate_id: Option<Bytes>,
 }
 
 /// A value of an annotation the broker adds to a message.
@@ -134,6 +150,14 @@ impl Message {
     /// Whether the message closes its group.
     pub fn closes_group(&self) -> bool {
         self.routing.as_ref().is_some_and(|r| r.closes_group)
+    }
+
+    /// When the message may first be delivered, if the producer scheduled
+    /// it (`x-opt-delivery-time`, else `x-opt-delivery-delay` after `arrival`).
+    pub fn scheduled_for(&self, arrival: u64) -> Option<u64> {
+        let r = self.routing.as_ref()?;
+        r.delivery_time
+            .or_else(|| r.delivery_delay.map(|d| arrival.saturating_add(d)))
     }
 
     /// The broker's annotations.

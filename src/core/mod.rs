@@ -2,7 +2,8 @@
 //! delivery tracking. Nothing here knows AMQP or sockets.
 //!
 //! - `broker`: the registry of queues and topics, auto-create, routing.
-//! - `topic`: topics and their subscriptions.
+//! - `topic`: topics and their subscription lists.
+//! - `subscriptions`: durable, shared and wildcard subscriptions, with selectors and no-local.
 //! - `queue`: one queue's state machine (decides, returns actions).
 //! - `queue_handle`: the owner of a queue's state (lock + outboxes).
 //! - `outbox`: the mailbox through which queues hand deliveries to a connection.
@@ -23,12 +24,13 @@ pub mod queue;
 pub mod queue_handle;
 pub mod selector;
 pub mod settings;
+pub mod subscriptions;
 pub mod topic;
 pub mod txn;
 
 pub use broker::{Broker, BrokerOptions, Node, NodeDefaults, NodeKind, PlainDefaults};
 pub use error::CoreError;
-pub use message::{AnnotationValue, HeaderFields, Message, RoutingFields};
+pub use message::{AnnotationValue, Arrival, HeaderFields, Message, RoutingFields};
 pub use outbox::{Delivery, FlowState, Outbox, OutboxItem};
 pub use persist::Persistence;
 pub use queue::{ConsumerOptions, GroupFilter, Outcome};

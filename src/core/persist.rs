@@ -30,6 +30,8 @@ mod flag {
     pub const ABSOLUTE_EXPIRY: u8 = 32;
     /// A group id, group sequence and the closes-group mark follow.
     pub const GROUP: u8 = 64;
+    /// The time it may first be delivered follows (scheduled delivery).
+    pub const DELIVER_AT: u8 = 128;
 }
 
 /// A queue entry read back from the store.
@@ -41,12 +43,19 @@ pub struct StoredEntry {
     pub delivery_count: u32,
     /// When it expires, ms since the epoch.
     pub expires_at: Option<u64>,
+    /// When it may first be delivered (scheduled), ms since the epoch.
+    pub deliver_at: Option<u64>,
     /// Bytes of its annotations and bare message (for accounting).
     pub size: usize,
 }
 
 /// Encodes a queue entry for the store.
-pub fn encode_entry(message: &Message, delivery_count: u32, expires_at: Option<u64>) -> Bytes {
+pub fn encode_entry(
+    message: &Message,
+    delivery_count: u32,
+    expires_at: Option<u64>,
+    deliver_at: Option<u64>,
+) -> Bytes {
     let h = &message.header;
     let routing = message.routing.as_deref();
     let mut flags = 0;
@@ -59,6 +68,7 @@ pub fn encode_entry(message: &Message, delivery_count: u32, expires_at: Option<u
     set(h.present, flag::HEADER_PRESENT);
     set(h.ttl.is_some(), flag::TTL);
     set(expires_at.is_some(), flag::EXPIRES);
+    set(deliver_at.is_some(), flag::DELIVER_AT);
     set(routing.is_some_and(|r| r.to.is_some()), flag::TO);
     set(
         routing.is_some_and(|r| r.absolute_expiry.is_some()),
@@ -78,6 +88,9 @@ pub fn encode_entry(message: &Message, delivery_count: u32, expires_at: Option<u
         b.put_u32(ttl);
     }
     if let Some(at) = expires_at {
+        b.put_u64(at);
+    }
+    if let Some(at) = deliver_at {
         b.put_u64(at);
     }
     if let Some(r) = routing {
@@ -175,6 +188,11 @@ pub fn decode_entry(mut b: Bytes, with_body: bool) -> Result<StoredEntry, StoreE
     } else {
         None
     };
+    let deliver_at = if flags & flag::DELIVER_AT != 0 {
+        Some(get_u64(&mut b)?)
+    } else {
+        None
+    };
     let absolute_expiry = if flags & flag::ABSOLUTE_EXPIRY != 0 {
         Some(get_u64(&mut b)?)
     } else {
@@ -232,6 +250,7 @@ pub fn decode_entry(mut b: Bytes, with_body: bool) -> Result<StoredEntry, StoreE
                 group_id,
                 group_sequence,
                 closes_group,
+                ..Default::default()
             })
         });
     let message = Message {
@@ -251,6 +270,7 @@ pub fn decode_entry(mut b: Bytes, with_body: bool) -> Result<StoredEntry, StoreE
         message,
         delivery_count,
         expires_at,
+        deliver_at,
         size,
     })
 }
@@ -260,8 +280,11 @@ pub fn decode_entry(mut b: Bytes, with_body: bool) -> Result<StoredEntry, StoreE
 pub struct QueueMeta {
     /// The queue's name.
     pub name: String,
-    /// For a durable subscription: its topic.
+    /// For a durable subscription: its topic (or wildcard pattern).
     pub topic: Option<String>,
+    /// For a durable subscription: its selector, if it has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<String>,
     /// The queue's settings when it was created.
     pub settings: QueueSettings,
 }
@@ -375,6 +398,7 @@ mod tests {
             group_id: Some(Bytes::from_static(b"g-1")),
             group_sequence: Some(u32::MAX),
             closes_group: true,
+            ..Default::default()
         }));
         m.annotations = Bytes::from_static(b"\x00\x53\x72\xc1\x01\x00");
         let m = m
@@ -383,11 +407,12 @@ mod tests {
                 AnnotationValue::String("r".into()),
             )
             .with_annotation("flag", AnnotationValue::Bool(true));
-        let value = encode_entry(&m, 4, Some(42));
+        let value = encode_entry(&m, 4, Some(42), Some(77));
         let full = decode_entry(value.clone(), true).unwrap();
         assert_eq!(full.message, m);
         assert_eq!(full.delivery_count, 4);
         assert_eq!(full.expires_at, Some(42));
+        assert_eq!(full.deliver_at, Some(77));
         assert_eq!(full.size, m.size());
         let slim = decode_entry(value, false).unwrap();
         assert_eq!(slim.message.header, m.header);
@@ -399,7 +424,7 @@ mod tests {
     #[test]
     fn corrupt_values_are_errors_not_panics() {
         let m = Message::from_bare(Bytes::from_static(b"body"));
-        let value = encode_entry(&m, 0, None);
+        let value = encode_entry(&m, 0, None, None);
         for cut in 0..value.len() {
             let _ = decode_entry(value.slice(..cut), true);
         }
@@ -411,6 +436,7 @@ mod tests {
         let meta = QueueMeta {
             name: "sub".into(),
             topic: Some("prices".into()),
+            selector: Some("color = 'red'".into()),
             settings: QueueSettings::default(),
         };
         assert_eq!(QueueMeta::decode(&meta.encode()).unwrap(), meta);

@@ -143,8 +143,17 @@ fn a_durable_subscription_and_its_messages_survive() {
         Ok(crate::core::Node::Topic(t)) => t,
         _ => unreachable!(),
     };
-    let sub = broker.subscribe(&topic, Some("app.sub"));
-    topic.publish(durable(5, 4)).unwrap();
+    let sub = broker
+        .subscribe(
+            crate::core::subscriptions::Source::Topic(&topic),
+            &crate::core::subscriptions::SubscriptionSpec {
+                name: Some("app.sub".into()),
+                durable: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
+    topic.publish(durable(5, 4), &Default::default()).unwrap();
     assert_eq!(sub.stats().depth, 1);
     stop(&broker);
     let broker = open(&store, usize::MAX);
@@ -153,10 +162,19 @@ fn a_durable_subscription_and_its_messages_survive() {
         Ok(crate::core::Node::Topic(t)) => t,
         _ => panic!("the topic is back"),
     };
-    let sub = broker.subscribe(&topic, Some("app.sub"));
+    let sub = broker
+        .subscribe(
+            crate::core::subscriptions::Source::Topic(&topic),
+            &crate::core::subscriptions::SubscriptionSpec {
+                name: Some("app.sub".into()),
+                durable: true,
+                ..Default::default()
+            },
+        )
+        .unwrap();
     let (_, ds) = consume(&sub, 1, 10);
     assert_eq!(ds.len(), 1);
-    topic.publish(durable(6, 4)).unwrap();
+    topic.publish(durable(6, 4), &Default::default()).unwrap();
     assert_eq!(sub.stats().unacked + sub.stats().depth, 2);
     broker.unsubscribe_durable("app.sub");
     stop(&broker);

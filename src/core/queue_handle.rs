@@ -16,6 +16,7 @@ use super::message::Message;
 use super::outbox::{Outbox, OutboxItem};
 use super::persist::{Persistence, StoredEntry};
 use super::queue::{Action, ConsumerOptions, Counters, Outcome, QueueState};
+use super::selector::Filter;
 use super::settings::QueueSettings;
 use super::ConsumerId;
 use crate::store::{Record, Ticket};
@@ -42,6 +43,17 @@ pub struct Queue {
     persistence: Option<Arc<Persistence>>,
     /// The queue's id in the store, if it is durable.
     store_id: Option<u64>,
+    /// For a topic subscription: which copies it takes.
+    subscription: parking_lot::RwLock<SubscriptionFilter>,
+}
+
+/// Which of a topic's messages a subscription queue takes.
+#[derive(Debug, Default, Clone)]
+struct SubscriptionFilter {
+    /// Only those its selector matches.
+    filter: Option<Arc<Filter>>,
+    /// Not those published by this connection (no-local).
+    no_local: Option<u64>,
 }
 
 /// What the lock protects.
@@ -55,6 +67,8 @@ struct Inner {
     actions: Vec<Action>,
     /// Set when the queue is deleted: producers still holding it are refused.
     deleted: bool,
+    /// The wake-up asked of the broker's timer, if one is pending.
+    wake_at: Option<u64>,
 }
 
 /// A message to move elsewhere once the queue's lock is released, and the
@@ -195,13 +209,43 @@ impl Queue {
                 outboxes: HashMap::new(),
                 actions: Vec::new(),
                 deleted: false,
+                wake_at: None,
             }),
             name,
             settings,
             broker,
             persistence,
             store_id,
+            subscription: parking_lot::RwLock::new(SubscriptionFilter::default()),
         }
+    }
+
+    /// Sets which copies a subscription queue takes.
+    pub(crate) fn set_subscription_filter(
+        &self,
+        filter: Option<Arc<Filter>>,
+        no_local: Option<u64>,
+    ) {
+        *self.subscription.write() = SubscriptionFilter { filter, no_local };
+    }
+
+    /// The selector of a subscription queue, if it has one.
+    pub fn subscription_selector(&self) -> Option<String> {
+        self.subscription
+            .read()
+            .filter
+            .as_ref()
+            .map(|f| f.selector.text().to_string())
+    }
+
+    /// Whether a subscription queue takes a copy of `message`, published
+    /// by connection `origin`.
+    pub(crate) fn takes_copy(&self, message: &Message, origin: Option<u64>) -> bool {
+        let s = self.subscription.read();
+        if s.no_local.is_some() && s.no_local == origin {
+            return false;
+        }
+        s.filter.as_ref().is_none_or(|f| f.matches(message))
     }
 
     /// The queue's id in the store, if its durable messages are persisted.
@@ -279,14 +323,29 @@ impl Queue {
         &self,
         f: impl FnOnce(&mut QueueState, &mut Vec<Action>) -> R,
     ) -> (R, Option<Ticket>) {
-        let (result, mut ticket, forwards) = {
+        let (result, mut ticket, forwards, wake) = {
             let mut inner = self.inner.lock();
             let inner = &mut *inner;
-            inner.state.set_now(now_ms());
+            let now = now_ms();
+            inner.state.set_now(now);
             let result = f(&mut inner.state, &mut inner.actions);
             let (ticket, forwards) = inner.apply(self.persistence.as_deref());
-            (result, ticket, forwards)
+            // Ask the broker's timer for a wake-up when something scheduled
+            // comes due before the one already asked for (or that one passed).
+            let due = inner.state.next_due();
+            let wake = match (due, inner.wake_at) {
+                (Some(d), Some(w)) if d >= w && w > now => None,
+                (Some(d), _) => Some(d),
+                (None, _) => None,
+            };
+            if wake.is_some() {
+                inner.wake_at = wake;
+            }
+            (result, ticket, forwards, wake)
         };
+        if let (Some(at), Some(broker)) = (wake, self.broker.upgrade()) {
+            broker.wake_at(at, &self.name);
+        }
         if !forwards.is_empty() {
             ticket = ticket.max(self.route_forwards(forwards));
         }
@@ -298,6 +357,21 @@ impl Queue {
     /// be stored (the store failed, or its disk is full). Returns the
     /// journal ticket to wait for when the message was persisted.
     pub fn publish(&self, message: Arc<Message>) -> Result<Option<Ticket>, CoreError> {
+        self.publish_with(message, None)
+    }
+
+    /// Whether the queue detects duplicates (`duplicate-window`).
+    pub fn detects_duplicates(&self) -> bool {
+        self.settings.duplicate_window > 0 || !self.settings.duplicate_window_time.is_zero()
+    }
+
+    /// [`Self::publish`] of a message with a duplicate-detection id: one
+    /// whose id the queue remembers is accepted and dropped.
+    pub fn publish_with(
+        &self,
+        message: Arc<Message>,
+        duplicate_id: Option<&bytes::Bytes>,
+    ) -> Result<Option<Ticket>, CoreError> {
         if self.inner.lock().deleted {
             return Err(CoreError::NotFound {
                 address: self.name.clone(),
@@ -312,8 +386,8 @@ impl Queue {
                     reason: e.to_string(),
                 })?;
         }
-        let (result, ticket) = self.with_state(|s, a| s.enqueue(message, a));
-        result.map(|()| ticket)
+        let (result, ticket) = self.with_state(|s, a| s.enqueue_with(message, duplicate_id, a));
+        result.map(|_| ticket)
     }
 
     /// Accepts a message moved here by the broker (dead-letter, expiry),
@@ -321,6 +395,11 @@ impl Queue {
     /// journal ticket of its record, if stored.
     pub(crate) fn publish_forced(&self, message: Arc<Message>) -> Option<Ticket> {
         self.with_state(|s, a| s.enqueue_forced(message, a)).1
+    }
+
+    /// Puts back the message ids duplicate detection remembered.
+    pub(crate) fn restore_duplicates(&self, ids: Vec<(bytes::Bytes, u64)>) {
+        self.with_state(|s, a| s.restore_duplicates(ids, a));
     }
 
     /// Puts back a message read from the store at recovery.

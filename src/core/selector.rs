@@ -38,6 +38,35 @@ pub trait Values {
     fn get(&self, identifier: &str) -> Option<Value>;
 }
 
+/// Evaluates a selector against a message: the protocol layer's reading
+/// of the message's values (it knows how they are encoded).
+pub type Evaluator = fn(&Selector, &crate::core::Message) -> bool;
+
+/// A consumer's or a subscription's selector, with the function that
+/// evaluates it against a message.
+#[derive(Debug, Clone)]
+pub struct Filter {
+    /// The selector.
+    pub selector: Selector,
+    /// How to evaluate it.
+    pub evaluate: Evaluator,
+}
+
+impl Filter {
+    /// Whether `message` is selected.
+    pub fn matches(&self, message: &crate::core::Message) -> bool {
+        (self.evaluate)(&self.selector, message)
+    }
+}
+
+impl PartialEq for Filter {
+    fn eq(&self, other: &Self) -> bool {
+        self.selector.text == other.selector.text
+    }
+}
+
+impl Eq for Filter {}
+
 /// Why a selector does not parse.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("invalid selector at character {position}: {message}")]
@@ -76,6 +105,11 @@ impl Selector {
             }),
             _ => Err(p.error("unexpected text after the end of the expression")),
         }
+    }
+
+    /// The selector's text.
+    pub fn text(&self) -> &str {
+        &self.text
     }
 
     /// Whether a message with these values is selected.

@@ -110,10 +110,20 @@ pub struct QueueSettings {
     pub max_bytes: Option<u64>,
     /// What a full queue does with a new message.
     pub overflow: OverflowPolicy,
-    /// How long a message returned by a consumer (released, modified, rolled back)
-    /// waits before it is offered again, so a failing consumer does not spin.
+    /// How long a message whose delivery failed (modified as failed, rolled back,
+    /// or left unsettled by a consumer that went away) waits before it is offered
+    /// again, so a failing consumer does not spin. Inside a group, and on an
+    /// exclusive queue, the messages behind it wait too: nothing overtakes it.
     #[serde(with = "duration")]
     pub redelivery_delay: Duration,
+    /// Duplicate detection: how many recent message ids (`_AMQ_DUPL_ID`, else
+    /// `properties.message-id`) the queue remembers; a message whose id it
+    /// remembers is accepted and dropped. 0 turns detection off.
+    pub duplicate_window: u64,
+    /// Duplicate detection: how long an id is remembered; 0 means no time
+    /// limit (only `duplicate-window` bounds the ids kept).
+    #[serde(with = "duration")]
+    pub duplicate_window_time: Duration,
 }
 
 impl Default for QueueSettings {
@@ -133,6 +143,8 @@ impl Default for QueueSettings {
             max_bytes: None,
             overflow: OverflowPolicy::Reject,
             redelivery_delay: Duration::ZERO,
+            duplicate_window: 0,
+            duplicate_window_time: Duration::ZERO,
         }
     }
 }
@@ -196,6 +208,13 @@ impl QueueSettings {
             }
             "redelivery-delay" => {
                 self.redelivery_delay = parse_duration_setting("redelivery-delay", value)?;
+            }
+            "duplicate-window" => {
+                self.duplicate_window = parse_number("duplicate-window", value)?;
+            }
+            "duplicate-window-time" => {
+                self.duplicate_window_time =
+                    parse_duration_setting("duplicate-window-time", value)?;
             }
             _ => return Err(SettingError::UnknownKey(key.to_owned())),
         }
@@ -491,6 +510,8 @@ mod tests {
             ("max-bytes", "1048576"),
             ("overflow", "drop-oldest"),
             ("redelivery-delay", "250ms"),
+            ("duplicate-window", "5000"),
+            ("duplicate-window-time", "10m"),
         ] {
             s.set(key, value).unwrap();
         }
@@ -509,6 +530,8 @@ mod tests {
             max_bytes: Some(1_048_576),
             overflow: OverflowPolicy::DropOldest,
             redelivery_delay: Duration::from_millis(250),
+            duplicate_window: 5000,
+            duplicate_window_time: Duration::from_secs(600),
         };
         assert_eq!(s, expected);
 

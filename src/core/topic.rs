@@ -5,7 +5,7 @@ use std::sync::Arc;
 use parking_lot::RwLock;
 
 use super::error::CoreError;
-use super::message::Message;
+use super::message::{Arrival, Message};
 use super::queue_handle::Queue;
 use crate::store::Ticket;
 
@@ -37,11 +37,20 @@ impl Topic {
     /// (full, `overflow = reject`), the publish is refused, as RabbitMQ does;
     /// the other subscriptions keep their copy.
     /// Returns the highest journal ticket of the copies that were stored.
-    pub fn publish(&self, message: Arc<Message>) -> Result<Option<Ticket>, CoreError> {
+    /// A subscription whose selector does not match, or a no-local one of
+    /// the publishing connection `origin`, takes no copy.
+    pub fn publish(
+        &self,
+        message: Arc<Message>,
+        arrival: &Arrival,
+    ) -> Result<Option<Ticket>, CoreError> {
         let subscriptions = self.subscriptions.read().clone();
         let mut result = Ok(None);
         for queue in subscriptions {
-            match queue.publish(Arc::clone(&message)) {
+            if !queue.takes_copy(&message, arrival.connection) {
+                continue;
+            }
+            match queue.publish_with(Arc::clone(&message), arrival.duplicate_id.as_ref()) {
                 Ok(t) => {
                     if let Ok(best) = &mut result {
                         *best = (*best).max(t);
@@ -53,9 +62,12 @@ impl Topic {
         result
     }
 
-    /// Adds a subscription.
+    /// Adds a subscription (once).
     pub(crate) fn add_subscription(&self, queue: Arc<Queue>) {
-        self.subscriptions.write().push(queue);
+        let mut subs = self.subscriptions.write();
+        if !subs.iter().any(|q| Arc::ptr_eq(q, &queue)) {
+            subs.push(queue);
+        }
     }
 
     /// Removes a subscription.
@@ -68,6 +80,14 @@ impl Topic {
     /// The subscription queues now.
     pub fn subscriptions(&self) -> Vec<Arc<Queue>> {
         self.subscriptions.read().clone()
+    }
+
+    /// Whether some subscription detects duplicates.
+    pub fn detects_duplicates(&self) -> bool {
+        self.subscriptions
+            .read()
+            .iter()
+            .any(|q| q.detects_duplicates())
     }
 
     /// Number of subscriptions.

@@ -13,7 +13,7 @@ use std::sync::Arc;
 
 use super::broker::Node;
 use super::error::CoreError;
-use super::message::Message;
+use super::message::{Arrival, Message};
 use super::queue::Outcome;
 use super::queue_handle::{Forwarded, Queue};
 use super::ConsumerId;
@@ -33,8 +33,9 @@ pub struct Retirement {
 /// One open transaction.
 #[derive(Debug, Default)]
 pub struct Transaction {
-    /// Messages posted, in order, with where they go.
-    posts: Vec<(Node, Arc<Message>)>,
+    /// Messages posted, in order, with where they go and the connection
+    /// that posted them (for no-local subscriptions).
+    posts: Vec<(Node, Arc<Message>, Arrival)>,
     /// Deliveries retired, in the order their outcomes came.
     retirements: Vec<Retirement>,
     /// Why the transaction can only roll back (a post was refused).
@@ -47,9 +48,10 @@ impl Transaction {
         Self::default()
     }
 
-    /// Posts a message to `node`: it becomes visible at commit.
-    pub fn post(&mut self, node: Node, message: Arc<Message>) {
-        self.posts.push((node, message));
+    /// Posts a message to `node` (from connection `origin`): it becomes
+    /// visible at commit.
+    pub fn post(&mut self, node: Node, message: Arc<Message>, arrival: Arrival) {
+        self.posts.push((node, message, arrival));
     }
 
     /// A post the broker refused: the commit will fail (the producer was
@@ -126,9 +128,13 @@ impl Transaction {
         let targets: Vec<Vec<Arc<Queue>>> = self
             .posts
             .iter()
-            .map(|(node, _)| match node {
+            .map(|(node, message, arrival)| match node {
                 Node::Queue(q) => vec![Arc::clone(q)],
-                Node::Topic(t) => t.subscriptions(),
+                Node::Topic(t) => t
+                    .subscriptions()
+                    .into_iter()
+                    .filter(|q| q.takes_copy(message, arrival.connection))
+                    .collect(),
             })
             .collect();
         let mut queues: Vec<Arc<Queue>> = targets
@@ -148,7 +154,7 @@ impl Transaction {
         // Check first: nothing changes unless everything fits.
         let mut room: Vec<(usize, usize)> = vec![(0, 0); queues.len()];
         let mut durable = false;
-        for ((_, message), to) in self.posts.iter().zip(&targets) {
+        for ((_, message, _), to) in self.posts.iter().zip(&targets) {
             for q in to {
                 let i = index(q);
                 room[i].0 += 1;
@@ -190,11 +196,12 @@ impl Transaction {
             });
         }
         // Apply: posts in order, then the retirements' outcomes.
-        for ((_, message), to) in self.posts.iter().zip(&targets) {
+        for ((_, message, arrival), to) in self.posts.iter().zip(&targets) {
             for q in to {
                 let (state, actions) = locked[index(q)].state();
                 // Checked above: a full queue with drop-oldest makes room.
-                let _ = state.enqueue(Arc::clone(message), actions);
+                let _ =
+                    state.enqueue_with(Arc::clone(message), arrival.duplicate_id.as_ref(), actions);
             }
         }
         for (i, l) in locked.iter_mut().enumerate() {

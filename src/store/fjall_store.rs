@@ -159,6 +159,16 @@ fn count_key(queue: u64, seq: u64) -> [u8; 17] {
 }
 
 /// Key of a queue's head.
+/// Key of a remembered message id in the `queues` keyspace: the queue id,
+/// a 2, then the id (longer than the 8-byte queue and 9-byte head keys).
+fn duplicate_key(queue: u64, id: &[u8]) -> Vec<u8> {
+    let mut key = Vec::with_capacity(9 + id.len());
+    key.extend_from_slice(&queue.to_be_bytes());
+    key.push(2);
+    key.extend_from_slice(id);
+    key
+}
+
 fn head_key(queue: u64) -> [u8; 9] {
     let mut k = [b'h'; 9];
     k[..8].copy_from_slice(&queue.to_be_bytes());
@@ -221,6 +231,8 @@ impl Store for FjallStore {
         let mut wb = self.db.batch();
         let mut heads = self.heads.lock();
         let mut touched: Vec<u64> = Vec::new();
+        // Remembered ids, last write wins (one key once per fjall batch).
+        let mut duplicates: HashMap<Vec<u8>, Option<u64>> = HashMap::new();
         for record in batch {
             match record {
                 Record::PutQueue { id, meta } => {
@@ -245,6 +257,23 @@ impl Store for FjallStore {
                     });
                     heads.tracks.remove(id);
                     heads.next.remove(id);
+                    let prefix = duplicate_key(*id, b"");
+                    for (_, at) in duplicates
+                        .iter_mut()
+                        .filter(|(k, _)| k.starts_with(&prefix))
+                    {
+                        *at = None;
+                    }
+                    for kv in self.queues.prefix(&prefix) {
+                        let key = kv.key().map_err(map_err)?;
+                        duplicates.insert(key.to_vec(), None);
+                    }
+                }
+                Record::PutDuplicate { queue, id, at } => {
+                    duplicates.insert(duplicate_key(*queue, id), Some(*at));
+                }
+                Record::DeleteDuplicate { queue, id } => {
+                    duplicates.insert(duplicate_key(*queue, id), None);
                 }
                 Record::Put { queue, seq, value } => {
                     pending.entry((*queue, *seq)).or_default().push(ops.len());
@@ -311,6 +340,12 @@ impl Store for FjallStore {
                 Op::Count(key, count) => wb.insert(&self.messages, key, count.to_be_bytes()),
                 Op::Remove(key) => wb.remove(&self.messages, key),
                 Op::RemoveCount(key) => wb.remove(&self.messages, key),
+            }
+        }
+        for (key, at) in duplicates {
+            match at {
+                Some(at) => wb.insert(&self.queues, key, at.to_be_bytes()),
+                None => wb.remove(&self.queues, key),
             }
         }
         for queue in touched {
@@ -394,6 +429,18 @@ impl Store for FjallStore {
         heads.tracks.insert(queue, track);
         heads.next.insert(queue, next);
         Ok(())
+    }
+
+    fn duplicates(&self, queue: u64) -> Result<Vec<(Bytes, u64)>, StoreError> {
+        let prefix = duplicate_key(queue, b"");
+        let mut out = Vec::new();
+        for kv in self.queues.prefix(&prefix) {
+            let (key, value) = kv.into_inner().map_err(map_err)?;
+            let at =
+                be_u64(&value).ok_or_else(|| StoreError::Corrupt("duplicate id time".into()))?;
+            out.push((Bytes::copy_from_slice(&key[prefix.len()..]), at));
+        }
+        Ok(out)
     }
 
     fn read(&self, queue: u64, seq: u64) -> Result<Option<Bytes>, StoreError> {

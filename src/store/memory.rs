@@ -15,6 +15,8 @@ struct Contents {
     queues: BTreeMap<u64, Bytes>,
     /// Messages by (queue, seq): value and recorded delivery count.
     messages: BTreeMap<(u64, u64), (Bytes, Option<u32>)>,
+    /// Remembered message ids by (queue, id): when they arrived.
+    duplicates: BTreeMap<(u64, Bytes), u64>,
 }
 
 /// Records kept in memory.
@@ -49,6 +51,13 @@ impl Store for MemoryStore {
                     for k in keys {
                         c.messages.remove(&k);
                     }
+                    c.duplicates.retain(|(q, _), _| q != id);
+                }
+                Record::PutDuplicate { queue, id, at } => {
+                    c.duplicates.insert((*queue, id.clone()), *at);
+                }
+                Record::DeleteDuplicate { queue, id } => {
+                    c.duplicates.remove(&(*queue, id.clone()));
                 }
                 Record::Put { queue, seq, value } => {
                     c.messages.insert((*queue, *seq), (value.clone(), None));
@@ -103,5 +112,16 @@ impl Store for MemoryStore {
             .messages
             .get(&(queue, seq))
             .map(|(v, _)| v.clone()))
+    }
+
+    fn duplicates(&self, queue: u64) -> Result<Vec<(Bytes, u64)>, StoreError> {
+        Ok(self
+            .contents
+            .lock()
+            .duplicates
+            .iter()
+            .filter(|((q, _), _)| *q == queue)
+            .map(|((_, id), at)| (id.clone(), *at))
+            .collect())
     }
 }

@@ -68,6 +68,22 @@ pub enum Record {
         /// A [`Record::SetCount`] was written for it (so that goes too).
         counted: bool,
     },
+    /// A queue remembers a message id for duplicate detection.
+    PutDuplicate {
+        /// The queue's id.
+        queue: u64,
+        /// The message id, as the core encodes it.
+        id: Bytes,
+        /// When the message arrived, ms since the epoch.
+        at: u64,
+    },
+    /// A queue forgets a message id.
+    DeleteDuplicate {
+        /// The queue's id.
+        queue: u64,
+        /// The message id.
+        id: Bytes,
+    },
 }
 
 /// A message read back at recovery.
@@ -124,4 +140,7 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     fn messages(&self, queue: u64, visit: &mut dyn FnMut(StoredMessage)) -> Result<(), StoreError>;
     /// One message's stored value (to page a body back in).
     fn read(&self, queue: u64, seq: u64) -> Result<Option<Bytes>, StoreError>;
+    /// The message ids a queue remembers for duplicate detection, with when
+    /// each arrived (in no particular order).
+    fn duplicates(&self, queue: u64) -> Result<Vec<(Bytes, u64)>, StoreError>;
 }

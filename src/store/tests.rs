@@ -249,6 +249,9 @@ impl Store for FailingStore {
     fn read(&self, queue: u64, seq: u64) -> Result<Option<Bytes>, StoreError> {
         self.inner.read(queue, seq)
     }
+    fn duplicates(&self, queue: u64) -> Result<Vec<(Bytes, u64)>, StoreError> {
+        self.inner.duplicates(queue)
+    }
 }
 
 /// Counts wakes.
@@ -437,4 +440,75 @@ fn fjall_store_handles_one_key_twice_in_a_batch() {
         assert_eq!(all_messages(&store, 1), vec![(1, "kept".into(), Some(4))]);
         assert!(all_messages(&store, 2).is_empty());
     }
+}
+
+/// Remembered message ids: put, forgotten, put and forgotten in one batch,
+/// gone with their queue, and only their own queue's.
+fn duplicates_body(store: &dyn Store) {
+    let dup = |queue: u64, id: &'static str, at: u64| Record::PutDuplicate {
+        queue,
+        id: Bytes::from_static(id.as_bytes()),
+        at,
+    };
+    let forget = |queue: u64, id: &'static str| Record::DeleteDuplicate {
+        queue,
+        id: Bytes::from_static(id.as_bytes()),
+    };
+    store
+        .write(&[
+            Record::PutQueue {
+                id: 1,
+                meta: Bytes::from_static(b"q1"),
+            },
+            Record::PutQueue {
+                id: 2,
+                meta: Bytes::from_static(b"q2"),
+            },
+            dup(1, "a", 10),
+            dup(1, "b", 11),
+            dup(1, "c", 12),
+            forget(1, "c"),
+            dup(2, "a", 13),
+        ])
+        .unwrap();
+    store.write(&[forget(1, "a"), dup(1, "d", 14)]).unwrap();
+    store.sync().unwrap();
+    let mut ids = store.duplicates(1).unwrap();
+    ids.sort();
+    assert_eq!(
+        ids,
+        vec![
+            (Bytes::from_static(b"b"), 11),
+            (Bytes::from_static(b"d"), 14)
+        ]
+    );
+    // Queue metadata is unaffected by the ids kept beside it.
+    assert_eq!(store.queues().unwrap().len(), 2);
+    store.write(&[Record::DeleteQueue { id: 1 }]).unwrap();
+    assert!(store.duplicates(1).unwrap().is_empty());
+    assert_eq!(
+        store.duplicates(2).unwrap(),
+        vec![(Bytes::from_static(b"a"), 13)]
+    );
+}
+
+#[test]
+fn memory_store_keeps_duplicate_ids() {
+    duplicates_body(&MemoryStore::new());
+}
+
+#[test]
+fn fjall_store_keeps_duplicate_ids_across_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = FjallStore::open(dir.path(), &FjallOptions::default()).unwrap();
+        duplicates_body(&store);
+        store.sync().unwrap();
+    }
+    let store = FjallStore::open(dir.path(), &FjallOptions::default()).unwrap();
+    assert_eq!(
+        store.duplicates(2).unwrap(),
+        vec![(Bytes::from_static(b"a"), 13)]
+    );
+    assert!(store.duplicates(1).unwrap().is_empty());
 }

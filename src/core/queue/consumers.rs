@@ -14,7 +14,7 @@ use std::cmp::Reverse;
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
 
 use super::groups::Slot;
-use super::{Action, ConsumerOptions, Key, QueueState};
+use super::{Action, ConsumerOptions, Entry, Key, QueueState};
 use crate::core::outbox::FlowState;
 use crate::core::ConsumerId;
 
@@ -158,23 +158,28 @@ impl QueueState {
         }
     }
 
-    /// The taker that should get a message: the highest consumer priority
-    /// first, round-robin among equals, skipping those in `excluded`.
-    pub(super) fn pick_taker(&self, excluded: &[ConsumerId]) -> Option<usize> {
+    /// The taker that should get `entry`: the highest consumer priority
+    /// first, round-robin among equals, skipping those it is not for.
+    pub(super) fn pick_taker(&self, entry: &Entry) -> Option<usize> {
         self.takers
             .values()
             .flat_map(|ring| ring.iter())
-            .find(|id| !excluded.contains(id))
+            .find(|id| !entry.refused_by(**id))
             .and_then(|id| self.consumer_index(*id))
     }
 
-    /// The taker a new group goes to: the highest priority, then the one
-    /// owning the fewest groups, round-robin among equals.
-    pub(super) fn pick_group_owner(&self, excluded: &[ConsumerId]) -> Option<usize> {
+    /// The taker a new group with head `entry` goes to: the highest
+    /// priority, then the one owning the fewest groups, round-robin among
+    /// equals; skipping those `skip` says.
+    pub(super) fn pick_group_owner_where(
+        &self,
+        entry: &Entry,
+        skip: &dyn Fn(ConsumerId) -> bool,
+    ) -> Option<usize> {
         for ring in self.takers.values() {
             let best = ring
                 .iter()
-                .filter(|id| !excluded.contains(id))
+                .filter(|id| !entry.refused_by(**id) && !skip(**id))
                 .filter_map(|id| self.consumer_index(*id))
                 .min_by_key(|&i| self.consumers[i].owned);
             if best.is_some() {
@@ -182,6 +187,16 @@ impl QueueState {
             }
         }
         None
+    }
+
+    /// Whether consumer `index` wants `entry`: it has no selector, or its
+    /// selector matches. A non-match is remembered in the entry.
+    pub(super) fn selects(&self, index: usize, entry: &Entry) -> bool {
+        self.consumers[index]
+            .options
+            .filter
+            .as_ref()
+            .is_none_or(|f| f.matches(&entry.message))
     }
 
     /// Re-decides the active exclusive consumer after an attach, a detach or

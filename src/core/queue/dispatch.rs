@@ -17,6 +17,7 @@ use std::sync::Arc;
 use super::groups::{Slot, NO_GROUP};
 use super::{Action, Entry, Key, QueueState, Unacked};
 use crate::core::outbox::{Delivery, FlowState};
+use crate::core::ConsumerId;
 
 /// How many queued candidates one dispatch step looks past when the first
 /// is excluded for every taker (only `undeliverable-here` does that);
@@ -109,7 +110,8 @@ impl QueueState {
     }
 
     /// The best head among groups whose owner has credit. An expired head
-    /// is expired on the way (and `expired` set).
+    /// is expired on the way (and `expired` set); a head the owner's
+    /// selector does not match is marked so and its group unlisted.
     fn owned_choice(&mut self, actions: &mut Vec<Action>, expired: &mut bool) -> Option<Choice> {
         loop {
             let &(key, consumer) = self.owned_heads.first()?;
@@ -119,8 +121,38 @@ impl QueueState {
                 *expired = true;
                 continue;
             }
+            let selected = self
+                .groups
+                .get(slot)
+                .and_then(|g| g.queue.front())
+                .is_some_and(|head| self.selects(index, head));
+            if !selected {
+                // Waits at the head of its group for an owner that selects it.
+                if let Some(head) = self.groups.get_mut(slot).and_then(|g| g.queue.front_mut()) {
+                    head.filtered_out(consumer);
+                }
+                self.relist(slot);
+                continue;
+            }
             return Some(Choice::Owned(key, slot, index));
         }
+    }
+
+    /// The first taker, in priority and round-robin order, that `entry` is
+    /// for and whose selector matches it; consumers whose selector does not
+    /// match are added to `marks`.
+    fn choose_taker(&self, entry: &Entry, marks: &mut Vec<ConsumerId>) -> Option<usize> {
+        for id in self.takers.values().flat_map(|ring| ring.iter()) {
+            if entry.refused_by(*id) {
+                continue;
+            }
+            let index = self.consumer_index(*id)?;
+            if self.selects(index, entry) {
+                return Some(index);
+            }
+            marks.push(*id);
+        }
+        None
     }
 
     /// The first ungrouped message some taker may have.
@@ -129,23 +161,43 @@ impl QueueState {
         actions: &mut Vec<Action>,
         expired: &mut bool,
     ) -> Option<Choice> {
+        if self.ungrouped_held() {
+            return None;
+        }
         let mut due = Vec::new();
+        let mut marks: Vec<(Key, ConsumerId)> = Vec::new();
         let mut choice = None;
         // An exclusive queue keeps its order: a head its one consumer cannot
         // take (undeliverable-here) waits for another consumer, and nothing
-        // overtakes it.
+        // overtakes it. (A head the consumer's selector does not match is
+        // simply not for it.)
         let exclusive = self.exclusive_mode();
+        let filters = self.filters > 0;
+        let mut refused = Vec::new();
         for (key, entry) in self.ready.iter().take(SCAN_LIMIT) {
             if entry.expires_at.is_some_and(|at| at <= self.now) {
                 due.push(*key);
                 continue;
             }
-            if let Some(index) = self.pick_taker(entry.excluded()) {
+            let index = if filters {
+                refused.clear();
+                let index = self.choose_taker(entry, &mut refused);
+                marks.extend(refused.iter().map(|c| (*key, *c)));
+                index
+            } else {
+                self.pick_taker(entry)
+            };
+            if let Some(index) = index {
                 choice = Some(Choice::Ungrouped(*key, index));
                 break;
             }
-            if exclusive {
+            if exclusive && entry.undeliverable_somewhere() {
                 break;
+            }
+        }
+        for (key, consumer) in marks {
+            if let Some(entry) = self.ready.get_mut(&key) {
+                entry.filtered_out(consumer);
             }
         }
         for key in due {
@@ -160,7 +212,9 @@ impl QueueState {
     /// The first unowned group whose head some taker may have.
     fn unowned_choice(&mut self, actions: &mut Vec<Action>, expired: &mut bool) -> Option<Choice> {
         let mut due = Vec::new();
+        let mut marks: Vec<(Slot, ConsumerId)> = Vec::new();
         let mut choice = None;
+        let filters = self.filters > 0;
         for &(key, slot) in self.groups.unowned.iter().take(SCAN_LIMIT) {
             let Some(head) = self.groups.get(slot).and_then(|g| g.queue.front()) else {
                 continue;
@@ -169,9 +223,30 @@ impl QueueState {
                 due.push(slot);
                 continue;
             }
-            if let Some(index) = self.pick_group_owner(head.excluded()) {
+            if filters {
+                // Consumers whose selector does not match the head are
+                // not candidates (and are remembered as such).
+                for id in self.takers.values().flat_map(|ring| ring.iter()) {
+                    if head.refused_by(*id) {
+                        continue;
+                    }
+                    if let Some(index) = self.consumer_index(*id) {
+                        if !self.selects(index, head) {
+                            marks.push((slot, *id));
+                        }
+                    }
+                }
+            }
+            let refused = |id: ConsumerId| marks.iter().any(|(s, c)| *s == slot && *c == id);
+            let index = self.pick_group_owner_where(head, &refused);
+            if let Some(index) = index {
                 choice = Some(Choice::NewGroup(key, slot, index));
                 break;
+            }
+        }
+        for (slot, consumer) in marks {
+            if let Some(head) = self.groups.get_mut(slot).and_then(|g| g.queue.front_mut()) {
+                head.filtered_out(consumer);
             }
         }
         for slot in due {
@@ -300,12 +375,17 @@ impl QueueState {
             };
             let credit = consumer.credit as usize;
             let now = self.now;
+            let filter = consumer.options.filter.clone();
+            let wanted = |e: &Entry| {
+                e.expires_at.is_none_or(|at| at > now)
+                    && filter.as_ref().is_none_or(|f| f.matches(&e.message))
+            };
             // The next `credit` live messages after the cursor, ungrouped
             // and grouped merged by position.
             let mut next: Vec<(Key, &Entry)> = self
                 .ready
                 .range((start, Bound::Unbounded))
-                .filter(|(_, e)| e.expires_at.is_none_or(|at| at > now))
+                .filter(|(_, e)| wanted(e))
                 .take(credit)
                 .map(|(k, e)| (*k, e))
                 .collect();
@@ -319,7 +399,7 @@ impl QueueState {
                                 (match start {
                                     Bound::Excluded(s) => k > s,
                                     _ => true,
-                                }) && e.expires_at.is_none_or(|at| at > now)
+                                }) && wanted(e)
                             })
                             .map(|e| (e.key(), e)),
                     );

@@ -114,6 +114,11 @@ impl GroupQueue {
         self.entries.front()
     }
 
+    /// The head, to mark it.
+    pub fn front_mut(&mut self) -> Option<&mut Entry> {
+        self.entries.front_mut()
+    }
+
     /// Takes the head.
     pub fn pop_front(&mut self) -> Option<Entry> {
         self.entries.pop_front()
@@ -180,6 +185,9 @@ pub(super) struct Group {
     /// Its head reached `max-delivery-attempts` with `poison = hold`: the
     /// group stops until an operator releases it.
     pub held: bool,
+    /// Its head waits out a redelivery delay until then (ms), and the
+    /// group with it.
+    pub delayed_until: Option<u64>,
     /// Empty and settled since this time (ms): forgotten after the idle timeout.
     pub idle_since: Option<u64>,
     /// It has an entry in the idle list (at most one, so the list stays as
@@ -276,6 +284,7 @@ impl Groups {
             handover: None,
             pinned: false,
             held: false,
+            delayed_until: None,
             idle_since: None,
             idle_listed: false,
             listed: Listing::No,
@@ -333,13 +342,17 @@ impl QueueState {
         let Some(head) = g.queue.front() else {
             return Listing::No;
         };
-        if g.handover.is_some() || g.held || (self.strict() && g.inflight > 0) {
+        if g.handover.is_some()
+            || g.held
+            || (self.strict() && g.inflight > 0)
+            || self.group_delayed(slot)
+        {
             return Listing::No;
         }
         match g.owner {
             None => Listing::Unowned(head.key()),
             // A head its owner said it cannot take waits for another owner.
-            Some(owner) if head.excluded_for(owner) => Listing::No,
+            Some(owner) if head.refused_by(owner) => Listing::No,
             Some(owner) => Listing::Owned(owner, head.key()),
         }
     }

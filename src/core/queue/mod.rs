@@ -10,13 +10,19 @@
 //! - `consumers.rs`: consumers, takers, the active exclusive consumer.
 //! - `groups.rs`: message groups, their owners, hand-overs, idle groups.
 //! - `dispatch.rs`: which message goes to which consumer next.
+//! - `duplicates.rs`: duplicate detection's window of message ids.
+//! - `outcomes.rs`: consumers' outcomes: accept, release, modify, reject.
 //! - `removal.rs`: messages leaving: expiry, dead-lettering, limits, purge.
+//! - `schedule.rs`: scheduled delivery and redelivery delay.
 //! - `txn.rs`: deliveries locked to a transaction, commit and rollback.
 
 mod consumers;
 mod dispatch;
+mod duplicates;
 mod groups;
+mod outcomes;
 mod removal;
+mod schedule;
 mod txn;
 
 use std::cmp::Reverse;
@@ -29,11 +35,14 @@ use super::error::CoreError;
 use super::message::Message;
 use super::outbox::{Delivery, FlowState};
 use super::persist::{self, Persistence};
+use super::selector::Filter;
 use super::settings::{OverflowPolicy, PoisonPolicy, QueueSettings};
 use super::ConsumerId;
 use crate::store::Record;
 use consumers::{Consumer, Exclusive, Takers};
+use duplicates::Duplicates;
 use groups::{Groups, Slot, NO_GROUP};
+use schedule::Schedule;
 
 /// What a queue decided; the owner performs it after the decision.
 #[derive(Debug)]
@@ -102,10 +111,16 @@ pub struct ConsumerOptions {
     pub exclusive: bool,
     /// The consumer receives only one group.
     pub group_filter: Option<GroupFilter>,
+    /// The consumer receives only messages its selector matches.
+    pub filter: Option<Arc<Filter>>,
 }
 
 /// Position in the queue: higher priority first, then arrival order.
 type Key = (Reverse<u8>, u64);
+
+/// Marks an entry's exclusion as a selector's non-match rather than an
+/// `undeliverable-here` (consumer ids never reach this bit).
+const FILTERED: u64 = 1 << 63;
 
 /// A message waiting in the queue.
 #[derive(Debug, Clone)]
@@ -148,9 +163,25 @@ impl Entry {
         self.excluded.as_deref().map_or(&[], |v| v.as_slice())
     }
 
-    /// Whether `consumer` said it cannot take this message.
-    fn excluded_for(&self, consumer: ConsumerId) -> bool {
-        self.excluded().contains(&consumer)
+    /// Whether the message is not for `consumer`: it said undeliverable-here,
+    /// or its selector does not match (remembered, so a selector is
+    /// evaluated once per message per consumer).
+    fn refused_by(&self, consumer: ConsumerId) -> bool {
+        self.excluded()
+            .iter()
+            .any(|c| c.0 == consumer.0 || c.0 == consumer.0 | FILTERED)
+    }
+
+    /// Whether some consumer said undeliverable-here (not just a selector).
+    fn undeliverable_somewhere(&self) -> bool {
+        self.excluded().iter().any(|c| c.0 & FILTERED == 0)
+    }
+
+    /// Remembers that `consumer`'s selector does not match this message.
+    fn filtered_out(&mut self, consumer: ConsumerId) {
+        self.excluded
+            .get_or_insert_with(Default::default)
+            .push(ConsumerId(consumer.0 | FILTERED));
     }
 }
 
@@ -177,6 +208,8 @@ pub struct Counters {
     pub dropped: u64,
     /// Groups stopped at a poison message (`poison = hold`).
     pub held: u64,
+    /// Duplicates accepted and dropped (duplicate detection).
+    pub duplicates: u64,
 }
 
 /// The state of one queue.
@@ -212,11 +245,18 @@ pub struct QueueState {
     exclusive: Exclusive,
     /// Attached browsers (dispatch feeds them only when there are some).
     browsers: usize,
+    /// Attached consumers with a selector (dispatch evaluates selectors
+    /// only when there are some).
+    filters: usize,
     /// Some consumer asked to drain since the last dispatch (so dispatch
     /// looks for drains to complete only then).
     drains: bool,
     /// Message groups.
     groups: Groups,
+    /// Scheduled messages, delayed redeliveries.
+    schedule: Schedule,
+    /// Message ids remembered for duplicate detection.
+    duplicates: Duplicates,
     /// Deliveries awaiting an outcome, by delivery id.
     unacked: FoldMap<u64, Unacked>,
     /// Next delivery id.
@@ -250,8 +290,11 @@ impl QueueState {
             owned_heads: BTreeSet::new(),
             exclusive: Exclusive::default(),
             browsers: 0,
+            filters: 0,
             drains: false,
             groups: Groups::default(),
+            schedule: Schedule::default(),
+            duplicates: Duplicates::default(),
             unacked: FoldMap::default(),
             next_delivery_id: 0,
             now: 0,
@@ -293,9 +336,9 @@ impl QueueState {
         self.now = now;
     }
 
-    /// Messages waiting for a consumer.
+    /// Messages waiting for a consumer (scheduled ones included).
     pub fn depth(&self) -> usize {
-        self.ready.len() + self.groups.queued
+        self.ready.len() + self.groups.queued + self.schedule.waiting.len()
     }
 
     /// Messages waiting, as a flow's `available`.
@@ -326,6 +369,26 @@ impl QueueState {
         message: Arc<Message>,
         actions: &mut Vec<Action>,
     ) -> Result<(), CoreError> {
+        self.enqueue_with(message, None, actions).map(|_| ())
+    }
+
+    /// [`Self::enqueue`] of a message whose duplicate-detection id is
+    /// `duplicate_id`: a message whose id the queue remembers is dropped
+    /// (returns `false`; the producer is told it was accepted).
+    pub fn enqueue_with(
+        &mut self,
+        message: Arc<Message>,
+        duplicate_id: Option<&bytes::Bytes>,
+        actions: &mut Vec<Action>,
+    ) -> Result<bool, CoreError> {
+        let duplicate_id = duplicate_id.filter(|_| self.detects_duplicates());
+        if let Some(id) = duplicate_id {
+            if self.is_duplicate(id, actions) {
+                self.counters.duplicates += 1;
+                tracing::debug!(queue = %self.name, "duplicate message dropped");
+                return Ok(false);
+            }
+        }
         let ttl_expiry = message
             .header
             .ttl
@@ -339,10 +402,20 @@ impl QueueState {
         let seq = self.next_seq;
         self.next_seq += 1;
         let delivery_count = message.header.delivery_count;
-        let entry = self.new_entry(seq, message, delivery_count, expires_at, false, actions);
-        self.insert(entry, actions);
+        let deliver_at = message.scheduled_for(self.now).filter(|&at| at > self.now);
+        let entry = self.new_entry(
+            seq,
+            message,
+            (delivery_count, expires_at, deliver_at),
+            false,
+            actions,
+        );
+        if let Some(id) = duplicate_id {
+            self.remember_id(id.clone(), entry.persisted, actions);
+        }
+        self.insert_at(entry, deliver_at, actions);
         self.dispatch(actions);
-        Ok(())
+        Ok(true)
     }
 
     /// The group slot a message joins (created if need be), or `NO_GROUP`.
@@ -357,22 +430,23 @@ impl QueueState {
 
     /// A new entry: persisted if durable here, paged out if memory is over
     /// its limit (durable ones only), counted in the memory gauge otherwise.
+    /// `timing` is its delivery count, expiry and scheduled delivery time.
     fn new_entry(
         &mut self,
         seq: u64,
         message: Arc<Message>,
-        delivery_count: u32,
-        expires_at: Option<u64>,
+        timing: (u32, Option<u64>, Option<u64>),
         acquired: bool,
         actions: &mut Vec<Action>,
     ) -> Entry {
+        let (delivery_count, expires_at, deliver_at) = timing;
         let size = message.size();
         let persisted = message.header.durable && self.store_id.is_some();
         if let (true, Some(queue)) = (persisted, self.store_id) {
             actions.push(Action::Store(Record::Put {
                 queue,
                 seq,
-                value: persist::encode_entry(&message, delivery_count, expires_at),
+                value: persist::encode_entry(&message, delivery_count, expires_at, deliver_at),
             }));
         }
         let in_memory = self
@@ -435,7 +509,7 @@ impl QueueState {
         };
         self.next_seq = self.next_seq.max(seq + 1);
         // A message that expired while the broker was down expires now.
-        self.insert(entry, actions);
+        self.insert_at(entry, stored.deliver_at, actions);
     }
 
     /// Whether memory is over the limit, so recovery need not keep bodies.
@@ -500,6 +574,9 @@ impl QueueState {
         }
         if options.browse {
             self.browsers += 1;
+        }
+        if options.filter.is_some() {
+            self.filters += 1;
         }
         self.consumers.push(Consumer {
             id,
@@ -575,6 +652,9 @@ impl QueueState {
         if self.consumers[index].options.browse {
             self.browsers -= 1;
         }
+        if self.consumers[index].options.filter.is_some() {
+            self.filters -= 1;
+        }
         self.release_groups_of(id);
         let removed = self.consumers.remove(index);
         debug_assert!(removed.heads.is_empty());
@@ -616,177 +696,14 @@ impl QueueState {
         Ok(())
     }
 
-    /// Settles a delivery with the consumer's outcome.
-    pub fn settle(
-        &mut self,
-        consumer: ConsumerId,
-        delivery_id: u64,
-        outcome: Outcome,
-        actions: &mut Vec<Action>,
-    ) -> Result<(), CoreError> {
-        self.settle_many(consumer, &[delivery_id], outcome, actions)
-    }
-
-    /// Settles several deliveries of one consumer with one outcome (a
-    /// disposition's range). Every outcome applies before anything is
-    /// dispatched, so messages returned together go back in their order
-    /// whatever the order of their delivery ids. Unknown ids are skipped
-    /// and the first is reported.
-    pub fn settle_many(
-        &mut self,
-        consumer: ConsumerId,
-        delivery_ids: &[u64],
-        outcome: Outcome,
-        actions: &mut Vec<Action>,
-    ) -> Result<(), CoreError> {
-        let mut result = Ok(());
-        let mut changed = false;
-        for &delivery_id in delivery_ids {
-            match self.unacked.get(&delivery_id) {
-                // Locked to a transaction: only its commit or rollback settles it.
-                Some(u) if u.consumer == consumer && !u.locked => {
-                    changed |= self.finish(delivery_id, outcome, actions);
-                }
-                _ => {
-                    if result.is_ok() {
-                        result = Err(CoreError::UnknownDelivery { delivery_id });
-                    }
-                }
-            }
-        }
-        if changed {
-            self.dispatch(actions);
-        }
-        result
-    }
-
-    /// Applies the outcome of an unsettled delivery (a consumer's
-    /// settlement or a transaction's commit). Returns whether the queue
-    /// should dispatch (the caller does, once for a batch).
-    fn finish(&mut self, delivery_id: u64, outcome: Outcome, actions: &mut Vec<Action>) -> bool {
-        let Some(unacked) = self.unacked.remove(&delivery_id) else {
-            return false;
-        };
-        let consumer = unacked.consumer;
-        if let Some(i) = self.consumer_index(consumer) {
-            self.consumers[i].unsettled -= 1;
-        }
-        let entry = unacked.entry;
-        let slot = entry.group;
-        let mut changed = false;
-        match outcome {
-            Outcome::Accepted => {
-                let closes = entry.closes;
-                if let Some(r) = self.retire(&entry) {
-                    actions.push(Action::Store(r));
-                }
-                if slot != NO_GROUP {
-                    changed = self.group_settled(slot);
-                    if closes {
-                        self.close_group(slot, consumer);
-                        changed = true;
-                    }
-                }
-            }
-            Outcome::Rejected => {
-                self.dead_letter(entry, "rejected", actions);
-                if slot != NO_GROUP {
-                    changed = self.group_settled(slot);
-                }
-            }
-            Outcome::Released => {
-                self.give_back(entry, false, None, actions);
-                if slot != NO_GROUP {
-                    self.group_settled(slot);
-                }
-                changed = true;
-            }
-            Outcome::Modified {
-                delivery_failed,
-                undeliverable_here,
-            } => {
-                let exclude = undeliverable_here.then_some(consumer);
-                self.give_back(entry, delivery_failed, exclude, actions);
-                if slot != NO_GROUP {
-                    self.group_settled(slot);
-                }
-                changed = true;
-            }
-        }
-        let departed = self.consumer_index(consumer).is_none();
-        if self.exclusive.active == Some(consumer)
-            && (self.exclusive.takeover.is_some() || departed)
-        {
-            self.update_active(actions);
-            changed = true;
-        }
-        changed
-    }
-
-    /// A message closing its group was accepted: the group is released
-    /// (its next message starts a new assignment), unless a filter holds it.
-    fn close_group(&mut self, slot: Slot, consumer: ConsumerId) {
-        let Some(g) = self.groups.get(slot) else {
-            return;
-        };
-        if g.pinned || g.owner != Some(consumer) || g.inflight > 0 {
-            return;
-        }
-        self.unassign(slot);
-    }
-
-    /// Time-driven work: expiry, idle groups, hand-over deadlines; called
+    /// Time-driven work: scheduled messages and delays that are due, expiry,
+    /// idle groups, hand-over deadlines; called
     /// by the owner's timer.
     pub fn tick(&mut self, actions: &mut Vec<Action>) {
+        self.release_due(actions);
         self.expire_due(actions);
         self.tick_groups();
         self.dispatch(actions);
-    }
-
-    /// A message returns from a consumer: counted as a failed attempt if
-    /// `failed`, dead-lettered past `max-delivery-attempts`, kept away from
-    /// `exclude`, and put back at its original position.
-    fn give_back(
-        &mut self,
-        mut entry: Entry,
-        failed: bool,
-        exclude: Option<ConsumerId>,
-        actions: &mut Vec<Action>,
-    ) {
-        if failed {
-            entry.delivery_count = entry.delivery_count.saturating_add(1);
-            let max = self.settings.max_delivery_attempts;
-            let poison = max > 0 && entry.delivery_count >= max;
-            let hold =
-                poison && self.settings.poison == PoisonPolicy::Hold && entry.group != NO_GROUP;
-            if poison && !hold {
-                self.dead_letter(entry, "max-delivery-attempts exceeded", actions);
-                return;
-            }
-            if hold {
-                // Kept at its group's head; the group stops until an
-                // operator decides (release_held), so order is kept.
-                if let Some(g) = self.groups.get_mut(entry.group) {
-                    if !g.held {
-                        g.held = true;
-                        self.counters.held += 1;
-                        let group = g.key.to_string();
-                        tracing::warn!(queue = %self.name, group = %group, delivery_count = entry.delivery_count, "poison message: group held at this message until an operator releases it");
-                    }
-                }
-            }
-            if let (true, Some(queue)) = (entry.persisted, self.store_id) {
-                actions.push(Action::Store(Record::SetCount {
-                    queue,
-                    seq: entry.seq,
-                    count: entry.delivery_count,
-                }));
-            }
-        }
-        if let Some(c) = exclude {
-            entry.excluded.get_or_insert_with(Default::default).push(c);
-        }
-        self.insert(entry, actions);
     }
 
     /// Puts an entry into the ready set or its group (or expires it if it
@@ -852,6 +769,8 @@ fn slim(message: &Message) -> Message {
 mod group_tests;
 #[cfg(test)]
 mod prop_tests;
+#[cfg(test)]
+mod schedule_tests;
 #[cfg(test)]
 mod tests;
 #[cfg(test)]

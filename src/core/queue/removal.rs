@@ -123,7 +123,8 @@ impl QueueState {
     pub fn purge(&mut self, actions: &mut Vec<Action>) -> usize {
         let n = self.depth();
         let ready = std::mem::take(&mut self.ready);
-        for entry in ready.into_values() {
+        let scheduled = self.take_scheduled();
+        for entry in ready.into_values().chain(scheduled) {
             if let Some(r) = self.retire(&entry) {
                 actions.push(Action::Store(r));
             }
@@ -162,10 +163,12 @@ impl QueueState {
             .flat_map(|g| g.queue.take())
             .collect();
         self.groups = Default::default();
+        let scheduled = self.take_scheduled();
         for entry in ready
             .into_values()
             .chain(unacked.into_values().map(|u| u.entry))
             .chain(grouped)
+            .chain(scheduled)
         {
             self.retire(&entry);
         }
@@ -228,8 +231,7 @@ impl QueueState {
             let moved = self.new_entry(
                 seq,
                 Arc::new(message),
-                entry.delivery_count,
-                entry.expires_at,
+                (entry.delivery_count, entry.expires_at, None),
                 entry.acquired,
                 actions,
             );
