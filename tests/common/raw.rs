@@ -84,6 +84,13 @@ pub struct AttachOptions {
     pub filter: Option<FilterSet>,
     /// rcv-settle-mode second.
     pub settle_second: bool,
+    /// Source capabilities (`topic`, `shared`, `global`).
+    pub capabilities: Vec<&'static str>,
+    /// A durable source (unsettled-state, expiry-policy never): a durable
+    /// subscription on a topic.
+    pub durable: bool,
+    /// The connection's container-id (default: the link name).
+    pub container: Option<String>,
 }
 
 impl RawConsumer {
@@ -95,10 +102,27 @@ impl RawConsumer {
         options: AttachOptions,
     ) -> Result<Self, ClientError> {
         let mut config = ClientConfig::from_url(url)?;
-        config.container_id = name.to_string();
+        config.container_id = options
+            .container
+            .clone()
+            .unwrap_or_else(|| name.to_string());
         let mut conn = ClientConn::connect(&config).await?;
         let mut source = Source::builder().address(address).build();
         source.filter = options.filter;
+        if !options.capabilities.is_empty() {
+            source.capabilities = Some(
+                options
+                    .capabilities
+                    .iter()
+                    .map(|c| fe2o3_amqp::types::primitives::Symbol::from(*c))
+                    .collect::<Vec<_>>()
+                    .into(),
+            );
+        }
+        if options.durable {
+            source.durable = fe2o3_amqp::types::messaging::TerminusDurability::UnsettledState;
+            source.expiry_policy = fe2o3_amqp::types::messaging::TerminusExpiryPolicy::Never;
+        }
         let attach = Attach {
             name: name.to_string(),
             handle: 0.into(),
@@ -285,6 +309,19 @@ impl RawConsumer {
             message_annotations: None,
         };
         self.settle(delivery_id, DeliveryState::Modified(m)).await;
+    }
+
+    /// Detaches the link without closing it (a durable subscription stays),
+    /// then closes the connection.
+    pub async fn detach(mut self) {
+        let detach = fe2o3_amqp::types::performatives::Detach {
+            handle: 0.into(),
+            closed: false,
+            error: None,
+        };
+        self.conn.out.frame(0, &detach);
+        self.conn.flush().await.expect("detach sent");
+        let _ = self.conn.close().await;
     }
 
     /// Closes the connection politely.
