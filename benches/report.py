@@ -27,7 +27,7 @@ END = "<!-- results:end -->"
 THROUGHPUT = ["presettled", "unsettled", "fanin", "latency", "durable", "durable-fanin", "latency-durable",
               "backlog-fill", "backlog-drain", "recovery-fill", "recovery-drain", "paging-fill", "paging-drain",
               "groups-g0", "groups-g10", "groups-g10k", "groups-c2", "groups-c200", "strict-none", "strict-strict",
-              "group-churn"]
+              "group-churn", "selector-none", "selector-match"]
 SCENARIO_TITLE = {
     "presettled": "pre-settled 1→1",
     "unsettled": "unsettled 1→1",
@@ -51,6 +51,8 @@ SCENARIO_TITLE = {
     "strict-strict": "4→8, 1,000 strict groups (closed loop)",
     "group-churn": "1 M one-message groups (idle timeout 0)",
     "group-churn-memory": "group churn memory",
+    "selector-none": "4→4, no selector (closed loop)",
+    "selector-match": "4→4, each consumer with a selector (closed loop)",
     "backlog-fill": "backlog fill (produce only)",
     "backlog-drain": "backlog drain (consume only)",
     "backlog-memory": "backlog memory",

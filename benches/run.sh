@@ -38,14 +38,14 @@ Usage: bash benches/run.sh [options]
                         (e.g. after rerunning only some scenarios); repeatable
   --only LIST           comma-separated scenarios to run (presettled,unsettled,fanin,latency,
                         durable,durable-fanin,latency-durable,recovery,paging,groups,
-                        strict,group-churn,backlog,connections,queues)
+                        strict,group-churn,selector,backlog,connections,queues)
 EOF
 }
 
 QUICK=0 REPS=3 DURATION=10 BACKLOG=1000000 CONNECTIONS=10000 QUEUES=100000 SIZE=1024
 MEMORY_LIMIT=268435456
 RABBIT=1 RMQ_PORT=5673 BUILD=1 DOCS=1
-ONLY="presettled,unsettled,fanin,latency,durable,durable-fanin,latency-durable,recovery,paging,groups,strict,group-churn,backlog,connections,queues"
+ONLY="presettled,unsettled,fanin,latency,durable,durable-fanin,latency-durable,recovery,paging,groups,strict,group-churn,selector,backlog,connections,queues"
 REPS_SET=0
 ALSO=()
 while (($#)); do
@@ -584,6 +584,27 @@ if wanted strict; then
                 $(run_args ordo "b-strict-$variant-$rep-$RANDOM?queue.group-ordering=$variant") \
                 --count 0 --duration "$DURATION" --size "$SIZE" --producers 4 --consumers 8 \
                 --groups 1000 --max-backlog 20000
+        done
+    done
+fi
+
+# --------------------------------------------------------------- selector
+# What a selector costs per message: 4 producers, 4 consumers, closed loop;
+# every message carries the same application properties (color, n) in both
+# variants, and in the second every consumer has the selector
+# "color = 'red' AND n >= 0", which matches everything (so nothing is left
+# behind). The broker CPU per message of the two is the selector's cost.
+if wanted selector; then
+    log "scenario selector: Ordo, 4→4, no selector vs selector × $REPS"
+    for ((rep = 1; rep <= REPS; rep++)); do
+        for variant in $(rotate "$rep" none match); do
+            restart ordo
+            if [[ $variant == match ]]; then sel=(--selector "color = 'red' AND n >= 0"); else sel=(--tag); fi
+            # shellcheck disable=SC2046
+            bench "selector-$variant" ordo "$rep" "" -- run \
+                $(run_args ordo "b-selector-$variant-$rep-$RANDOM") \
+                --count 0 --duration "$DURATION" --size "$SIZE" --producers 4 --consumers 4 \
+                --max-backlog 20000 "${sel[@]}"
         done
     done
 fi

@@ -259,7 +259,20 @@ impl ClientConn {
         address: Option<&str>,
         presettled: bool,
     ) -> Result<Attach, ClientError> {
-        let attach = Attach {
+        self.attach_link(Self::link_attach(handle, name, role, address, presettled))
+            .await
+    }
+
+    /// The attach [`Self::attach`] sends, for a caller to add to (filters,
+    /// properties) before [`Self::attach_link`].
+    pub fn link_attach(
+        handle: u32,
+        name: &str,
+        role: Role,
+        address: Option<&str>,
+        presettled: bool,
+    ) -> Attach {
+        Attach {
             name: name.to_string(),
             handle: handle.into(),
             role: role.clone(),
@@ -287,8 +300,7 @@ impl ClientConn {
             offered_capabilities: None,
             desired_capabilities: None,
             properties: None,
-        };
-        self.attach_link(attach).await
+        }
     }
 
     /// Sends an attach the caller built (settle modes, properties, filters)

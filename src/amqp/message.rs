@@ -450,6 +450,33 @@ fn walk_map(
     Ok(())
 }
 
+/// The encoded value of application property `name` in a bare message
+/// (its first sections), without decoding anything else.
+pub fn application_property<'a>(bare: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    let mut pos = 0;
+    while pos < bare.len() {
+        let (code, len) = section_at(bare, pos).ok()?;
+        match code {
+            PROPERTIES => {}
+            APPLICATION_PROPERTIES => {
+                let section = bare.get(pos..pos + len)?;
+                let mut found = None;
+                walk_map(section, "application-properties", |key, at, len| {
+                    if found.is_none() && key == name.as_bytes() {
+                        found = Some((at, len));
+                    }
+                })
+                .ok()?;
+                let (at, len) = found?;
+                return section.get(at..at + len);
+            }
+            _ => return None,
+        }
+        pos += len;
+    }
+    None
+}
+
 /// Looks for `JMSXGroupID`, `_AMQ_GROUP_ID` and `JMSXGroupSeq` among the
 /// application properties, walking the map without decoding other values.
 fn scan_application_properties(section_bytes: &Bytes) -> Result<JmsGroup, MessageError> {

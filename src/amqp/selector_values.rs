@@ -1,54 +1,84 @@
 //! A message's values for JMS selectors: JMS header names mapped to AMQP
 //! fields as Qpid JMS and Artemis map them, and the application properties.
-//! The core calls [`evaluate`] (through `core::selector::Filter`); the
-//! message's properties and application properties are decoded once per
-//! evaluation, only when a selector needs them.
+//! The core calls [`evaluate`] (through `core::selector::Filter`) once per
+//! message and consumer; it decodes only the values the selector reads.
 
-use fe2o3_amqp::types::messaging::{ApplicationProperties, MessageId, Properties};
-use fe2o3_amqp::types::primitives::SimpleValue;
+use std::cell::OnceCell;
+
+use fe2o3_amqp::types::messaging::{MessageId, Properties};
 
 use super::message;
 use crate::core::selector::{Selector, Value, Values};
 use crate::core::Message;
 
-/// Section descriptor codes.
+/// Section descriptor code of the properties.
 const PROPERTIES: u64 = 0x73;
-const APPLICATION_PROPERTIES: u64 = 0x74;
 
 /// Whether `selector` selects `message` (the core's `Evaluator`).
 pub fn evaluate(selector: &Selector, message: &Message) -> bool {
-    let view = View::new(message);
+    let view = View {
+        message,
+        properties: OnceCell::new(),
+    };
     selector.matches(&view)
 }
 
-/// A message's decoded properties and application properties.
+/// A message as a selector reads it: application properties are looked up
+/// in the encoded bytes one by one (only the value asked for is decoded);
+/// the properties section is decoded once, only if a JMS header field that
+/// lives there is asked for.
 struct View<'a> {
-    /// The message (header fields).
+    /// The message.
     message: &'a Message,
-    /// Its properties, if it has them and they decode.
-    properties: Option<Properties>,
-    /// Its application properties, if any.
-    application: Option<ApplicationProperties>,
+    /// Its properties, decoded on first use.
+    properties: OnceCell<Option<Properties>>,
 }
 
-impl<'a> View<'a> {
-    /// Decodes what a selector may read.
-    fn new(message: &'a Message) -> Self {
-        let mut properties = None;
-        let mut application = None;
-        for (code, section) in message::sections(&message.bare) {
-            match code {
-                PROPERTIES => properties = serde_amqp::from_slice(section).ok(),
-                APPLICATION_PROPERTIES => application = serde_amqp::from_slice(section).ok(),
-                _ => break,
-            }
-        }
-        Self {
-            message,
-            properties,
-            application,
-        }
+impl View<'_> {
+    /// The decoded properties section, if the message has one.
+    fn properties(&self) -> Option<&Properties> {
+        self.properties
+            .get_or_init(|| {
+                message::sections(&self.message.bare)
+                    .take_while(|(code, _)| *code == PROPERTIES)
+                    .find_map(|(_, section)| serde_amqp::from_slice(section).ok())
+            })
+            .as_ref()
     }
+}
+
+/// An encoded AMQP value as a selector value (None: absent, null or of a
+/// type selectors do not compare).
+fn decode(v: &[u8]) -> Option<Value> {
+    fn be<const N: usize>(b: &[u8]) -> Option<[u8; N]> {
+        b.get(..N)?.try_into().ok()
+    }
+    fn text(b: &[u8]) -> Option<Value> {
+        std::str::from_utf8(b)
+            .ok()
+            .map(|s| Value::Str(s.to_string()))
+    }
+    let (&code, rest) = v.split_first()?;
+    Some(match code {
+        0x41 => Value::Bool(true),
+        0x42 => Value::Bool(false),
+        0x56 => Value::Bool(*rest.first()? != 0),
+        0x43 | 0x44 => Value::Int(0),
+        0x50 | 0x52 | 0x53 => Value::Int(i64::from(*rest.first()?)),
+        0x51 | 0x54 | 0x55 => Value::Int(i64::from(*rest.first()? as i8)),
+        0x60 => Value::Int(i64::from(u16::from_be_bytes(be(rest)?))),
+        0x61 => Value::Int(i64::from(i16::from_be_bytes(be(rest)?))),
+        0x70 => Value::Int(i64::from(u32::from_be_bytes(be(rest)?))),
+        0x71 => Value::Int(i64::from(i32::from_be_bytes(be(rest)?))),
+        0x80 => Value::Int(i64::try_from(u64::from_be_bytes(be(rest)?)).ok()?),
+        0x81 | 0x83 => Value::Int(i64::from_be_bytes(be(rest)?)),
+        0x72 => Value::Float(f64::from(f32::from_be_bytes(be(rest)?))),
+        0x82 => Value::Float(f64::from_be_bytes(be(rest)?)),
+        0x73 => Value::Str(char::from_u32(u32::from_be_bytes(be(rest)?))?.to_string()),
+        0xa1 | 0xa3 => text(rest.get(1..)?)?,
+        0xb1 | 0xb3 => text(rest.get(4..)?)?,
+        _ => return None,
+    })
 }
 
 /// A message id as the string JMS shows (Qpid JMS's prefixes for the
@@ -65,32 +95,13 @@ fn id_string(id: &MessageId) -> String {
     }
 }
 
-/// A simple AMQP value as a selector value (None: not comparable).
-fn simple(v: &SimpleValue) -> Option<Value> {
-    Some(match v {
-        SimpleValue::Bool(b) => Value::Bool(*b),
-        SimpleValue::Ubyte(n) => Value::Int(i64::from(*n)),
-        SimpleValue::Ushort(n) => Value::Int(i64::from(*n)),
-        SimpleValue::Uint(n) => Value::Int(i64::from(*n)),
-        SimpleValue::Ulong(n) => Value::Int(i64::try_from(*n).ok()?),
-        SimpleValue::Byte(n) => Value::Int(i64::from(*n)),
-        SimpleValue::Short(n) => Value::Int(i64::from(*n)),
-        SimpleValue::Int(n) => Value::Int(i64::from(*n)),
-        SimpleValue::Long(n) => Value::Int(*n),
-        SimpleValue::Float(f) => Value::Float(f64::from(f.0)),
-        SimpleValue::Double(f) => Value::Float(f.0),
-        SimpleValue::Char(c) => Value::Str(c.to_string()),
-        SimpleValue::Timestamp(t) => Value::Int(t.milliseconds()),
-        SimpleValue::String(s) => Value::Str(s.clone()),
-        SimpleValue::Symbol(s) => Value::Str(s.as_str().to_string()),
-        _ => return None,
-    })
-}
-
 impl Values for View<'_> {
     fn get(&self, identifier: &str) -> Option<Value> {
         let h = &self.message.header;
-        let p = self.properties.as_ref();
+        if !identifier.starts_with("JMS") {
+            return message::application_property(&self.message.bare, identifier).and_then(decode);
+        }
+        let p = self.properties();
         match identifier {
             "JMSDeliveryMode" => {
                 return Some(Value::Str(
@@ -135,11 +146,72 @@ impl Values for View<'_> {
             }
             _ => {}
         }
-        let application = self.application.as_ref()?;
-        application
-            .0
-            .iter()
-            .find(|(k, _)| k.as_str() == identifier)
-            .and_then(|(_, v)| simple(v))
+        message::application_property(&self.message.bare, identifier).and_then(decode)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use bytes::Bytes;
+    use fe2o3_amqp::types::messaging::{ApplicationProperties, Data, Header};
+    use fe2o3_amqp::types::primitives::{Binary, SimpleValue, Timestamp};
+
+    fn message() -> Message {
+        let header = serde_amqp::to_vec(&Header {
+            durable: true,
+            priority: 7.into(),
+            ..Default::default()
+        })
+        .unwrap();
+        let props = serde_amqp::to_vec(
+            &Properties::builder()
+                .message_id(String::from("m-1"))
+                .correlation_id(42u64)
+                .subject(String::from("order"))
+                .creation_time(Timestamp::from_milliseconds(1_000))
+                .build(),
+        )
+        .unwrap();
+        let app = serde_amqp::to_vec(
+            &ApplicationProperties::builder()
+                .insert("color", SimpleValue::String("red".into()))
+                .insert("weight", SimpleValue::Double(2.5.into()))
+                .insert("count", SimpleValue::Int(-3))
+                .insert("big", SimpleValue::Ulong(7))
+                .insert("small", SimpleValue::Ubyte(200))
+                .insert("flag", SimpleValue::Bool(true))
+                .insert("sym", SimpleValue::Symbol("s".into()))
+                .insert("nothing", SimpleValue::Null)
+                .build(),
+        )
+        .unwrap();
+        let body = serde_amqp::to_vec(&Data(Binary::from(vec![1u8]))).unwrap();
+        message::parse(Bytes::from([header, props, app, body].concat())).unwrap()
+    }
+
+    fn selects(text: &str) -> bool {
+        evaluate(&Selector::parse(text).unwrap(), &message())
+    }
+
+    #[test]
+    fn application_properties_of_every_simple_type() {
+        assert!(selects("color = 'red' AND weight > 2 AND count = -3"));
+        assert!(selects("big = 7 AND small = 200 AND flag AND sym = 's'"));
+        assert!(selects("nothing IS NULL AND missing IS NULL"));
+        assert!(!selects("color = 'blue'"));
+        assert!(!selects("missing = 1"));
+        assert!(!selects("NOT (missing = 1)"), "unknown stays unknown");
+    }
+
+    #[test]
+    fn jms_header_fields_map_to_amqp_fields() {
+        assert!(selects(
+            "JMSDeliveryMode = 'PERSISTENT' AND JMSPriority = 7"
+        ));
+        assert!(selects("JMSMessageID = 'm-1' AND JMSType = 'order'"));
+        assert!(selects("JMSCorrelationID = 'ID:AMQP_ULONG:42'"));
+        assert!(selects("JMSTimestamp = 1000 AND JMSExpiration = 0"));
+        assert!(selects("JMSXDeliveryCount = 1"));
     }
 }

@@ -18,8 +18,16 @@ use super::message;
 const DURABLE_HEADER: [u8; 7] = [0x00, 0x53, 0x70, 0xc0, 0x02, 0x01, 0x41];
 
 /// Encodes a message: an optional durable header, properties with a
-/// group-id when given (up to 200 bytes), then one data section.
-pub fn encode_message(out: &mut Vec<u8>, body: &[u8], durable: bool, group: Option<&str>) {
+/// group-id when given (up to 200 bytes), application properties
+/// `{"color": "red", "n": N}` when `tag` is `Some(N)` (for selectors), then
+/// one data section.
+pub fn encode_message(
+    out: &mut Vec<u8>,
+    body: &[u8],
+    durable: bool,
+    group: Option<&str>,
+    tag: Option<i64>,
+) {
     out.clear();
     if durable {
         out.extend_from_slice(&DURABLE_HEADER);
@@ -30,6 +38,12 @@ pub fn encode_message(out: &mut Vec<u8>, body: &[u8], durable: bool, group: Opti
         out.extend_from_slice(&[0x40; 10]);
         out.extend_from_slice(&[0xa1, group.len() as u8]);
         out.extend_from_slice(group.as_bytes());
+    }
+    if let Some(n) = tag {
+        // application-properties: map8 of 4 items, 25 bytes.
+        out.extend_from_slice(&[0x00, 0x53, 0x74, 0xc1, 25, 4]);
+        out.extend_from_slice(b"\xa1\x05color\xa1\x03red\xa1\x01n\x81");
+        out.extend_from_slice(&n.to_be_bytes());
     }
     out.extend_from_slice(&[0x00, 0x53, 0x75, 0xb0]);
     out.extend_from_slice(&(body.len() as u32).to_be_bytes());
@@ -63,6 +77,9 @@ pub struct ToolProducer {
     pub counts: ProducerCounts,
     /// Reused encoding buffer.
     scratch: Vec<u8>,
+    /// Each message carries application properties `color` and `n` (its
+    /// number), for consumers with selectors.
+    pub tag: bool,
 }
 
 impl ToolProducer {
@@ -83,6 +100,7 @@ impl ToolProducer {
             presettled,
             counts: ProducerCounts::default(),
             scratch: Vec::with_capacity(2048),
+            tag: false,
         })
     }
 
@@ -100,7 +118,10 @@ impl ToolProducer {
         if self.credit == 0 || self.conn.remote_incoming_window == 0 {
             return false;
         }
-        encode_message(&mut self.scratch, body, durable, group);
+        let tag = self
+            .tag
+            .then(|| i64::try_from(self.counts.sent).unwrap_or(i64::MAX));
+        encode_message(&mut self.scratch, body, durable, group, tag);
         let id = self.next_delivery_id;
         let transfer = Transfer {
             handle: 0.into(),
@@ -213,15 +234,43 @@ impl ToolConsumer {
         credit: u32,
         presettled: bool,
     ) -> Result<Self, ClientError> {
+        Self::open_selecting(config, address, credit, presettled, None).await
+    }
+
+    /// [`Self::open`] with a JMS selector (`apache.org:selector-filter:string`).
+    pub async fn open_selecting(
+        config: &ClientConfig,
+        address: &str,
+        credit: u32,
+        presettled: bool,
+        selector: Option<&str>,
+    ) -> Result<Self, ClientError> {
         let mut conn = ClientConn::connect(config).await?;
-        conn.attach(
+        let mut attach = ClientConn::link_attach(
             0,
             "ordo-consumer",
             Role::Receiver,
             Some(address),
             presettled,
-        )
-        .await?;
+        );
+        if let (Some(text), Some(source)) = (selector, attach.source.as_mut()) {
+            let mut filters = fe2o3_amqp::types::messaging::FilterSet::new();
+            filters.insert(
+                fe2o3_amqp::types::primitives::Symbol::from("jms-selector"),
+                fe2o3_amqp::types::primitives::Value::Described(Box::new(
+                    serde_amqp::described::Described {
+                        descriptor: serde_amqp::descriptor::Descriptor::Name(
+                            fe2o3_amqp::types::primitives::Symbol::from(
+                                "apache.org:selector-filter:string",
+                            ),
+                        ),
+                        value: fe2o3_amqp::types::primitives::Value::String(text.to_string()),
+                    },
+                )),
+            );
+            source.filter = Some(filters);
+        }
+        conn.attach_link(attach).await?;
         Self::start(conn, 0, credit, presettled).await
     }
 

@@ -41,6 +41,11 @@ pub struct BenchOptions {
     pub credit: u32,
     /// Number of distinct group-ids (0: no groups).
     pub groups: u32,
+    /// Messages carry application properties `color = 'red'` and `n` (the
+    /// producer's message number).
+    pub tag: bool,
+    /// Consumers attach with this JMS selector.
+    pub selector: Option<String>,
     /// Producer connections.
     pub producers: u32,
     /// Consumer connections.
@@ -160,11 +165,12 @@ pub async fn run(options: BenchOptions) -> Result<BenchResult, ClientError> {
         }));
     } else {
         for _ in 0..options.consumers {
-            let consumer = ToolConsumer::open(
+            let consumer = ToolConsumer::open_selecting(
                 &config,
                 &options.address,
                 options.credit,
                 options.presettled,
+                options.selector.as_deref(),
             )
             .await?;
             let shared = Arc::clone(&shared);
@@ -176,7 +182,9 @@ pub async fn run(options: BenchOptions) -> Result<BenchResult, ClientError> {
     let started = Instant::now();
     let mut producer_tasks = Vec::new();
     for index in 0..options.producers {
-        let producer = ToolProducer::open(&config, &options.address, options.presettled).await?;
+        let mut producer =
+            ToolProducer::open(&config, &options.address, options.presettled).await?;
+        producer.tag = options.tag || options.selector.is_some();
         producer_tasks.push(tokio::spawn(produce(
             producer,
             index,

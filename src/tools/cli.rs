@@ -116,6 +116,16 @@ pub struct BenchArgs {
     /// Number of distinct group-ids (properties.group-id), 0 for none.
     #[arg(long, default_value_t = 0)]
     pub groups: u32,
+    /// Messages carry application properties `color = 'red'` and `n` (the
+    /// producer's message number), so runs with and without --selector send
+    /// the same bytes.
+    #[arg(long)]
+    pub tag: bool,
+    /// Consumers attach with this JMS selector (implies --tag); it should
+    /// match every message, e.g. "color = 'red' AND n >= 0", so nothing is
+    /// left behind.
+    #[arg(long)]
+    pub selector: Option<String>,
     /// Producer connections (0: only consume --count messages, e.g. to drain
     /// a backlog filled by an earlier run).
     #[arg(long, default_value_t = 1)]
@@ -216,6 +226,8 @@ pub async fn bench(command: BenchCommand) -> Result<(), ToolError> {
                 window: a.window.max(1),
                 credit: a.credit.max(1),
                 groups: a.groups,
+                tag: a.tag,
+                selector: a.selector.clone(),
                 producers: if a.producers == 0 && a.consumers == 0 {
                     1
                 } else {
