@@ -259,6 +259,11 @@ async fn wildcard_subscriptions_match_words_as_artemis_does() {
         take_all(&mut any, Duration::from_millis(300)).await,
         vec!["o1", "o2", "o3"]
     );
+    // A wildcard is for subscribing: a producer cannot attach to one.
+    let mut connection = Connection::open("p", url.as_str()).await.expect("connect");
+    let mut session = Session::begin(&mut connection).await.expect("begin");
+    let refused = Sender::attach(&mut session, "p", "topic://orders.#").await;
+    assert!(format!("{refused:?}").contains("NotFound"), "{refused:?}");
 }
 
 /// Milliseconds since `start` when a message arrives.

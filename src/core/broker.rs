@@ -436,6 +436,13 @@ impl Broker {
                 if let Some(t) = nodes.topics.get(name) {
                     return Ok(Node::Topic(Arc::clone(t)));
                 }
+                if super::subscriptions::is_pattern(name) {
+                    // A wildcard names topics to subscribe to, not one to
+                    // publish to.
+                    return Err(CoreError::NotFound {
+                        address: name.to_string(),
+                    });
+                }
                 tracing::info!(topic = name, "topic created");
                 let t = Arc::new(Topic::new(name.to_string()));
                 // Wildcard subscriptions that match the new topic join it.
