@@ -9,9 +9,12 @@
 //! exponents, `TRUE`, `FALSE`, `NULL`), identifiers and parentheses.
 //! Keywords are case-insensitive, identifiers are not.
 //!
-//! Evaluation uses SQL's three-valued logic: an unknown identifier, a
-//! comparison of different types, or arithmetic on non-numbers is unknown,
-//! and a message is selected only when the whole selector is true.
+//! Evaluation uses SQL's three-valued logic: an unknown identifier (or
+//! arithmetic on a non-number) is unknown, and a message is selected only
+//! when the whole selector is true. Values of different types compare as
+//! JMS 3.8.1.2 and ActiveMQ/Artemis say: `=` false, `<>` true, ordering
+//! false; strings order lexically (Artemis), LIKE and IN on a non-string
+//! are false.
 //!
 //! The module knows nothing of AMQP: a message's values come from a
 //! [`Values`] the protocol layer provides.
@@ -568,7 +571,7 @@ fn eval(e: &Expr, v: &dyn Values) -> Tri {
             _ => Unknown,
         },
         Expr::Cmp(op, a, b) => match (eval(a, v), eval(b, v)) {
-            (V(x), V(y)) => compare(*op, &x, &y).map_or(Unknown, boolean),
+            (V(x), V(y)) => boolean(compare(*op, &x, &y)),
             _ => Unknown,
         },
         Expr::Arith(op, a, b) => match (number(eval(a, v)), number(eval(b, v))) {
@@ -580,23 +583,31 @@ fn eval(e: &Expr, v: &dyn Values) -> Tri {
             Some(Value::Float(f)) => V(Value::Float(-f)),
             _ => Unknown,
         },
+        // `x BETWEEN l AND h` is `x >= l AND x <= h`, and `NOT BETWEEN` is
+        // `x < l OR x > h` (as ActiveMQ and Artemis build them), so a value
+        // of another type is in neither.
         Expr::Between(negated, a, lo, hi) => {
             let (x, l, h) = (eval(a, v), eval(lo, v), eval(hi, v));
             match (x, l, h) {
-                (V(x), V(l), V(h)) => match (compare(Cmp::Ge, &x, &l), compare(Cmp::Le, &x, &h)) {
-                    (Some(a), Some(b)) => boolean((a && b) != *negated),
-                    _ => Unknown,
-                },
+                (V(x), V(l), V(h)) => boolean(if *negated {
+                    compare(Cmp::Lt, &x, &l) || compare(Cmp::Gt, &x, &h)
+                } else {
+                    compare(Cmp::Ge, &x, &l) && compare(Cmp::Le, &x, &h)
+                }),
                 _ => Unknown,
             }
         }
+        // LIKE and IN on a value that is not a string: false (so NOT LIKE
+        // and NOT IN are true), as in ActiveMQ and Artemis.
         Expr::Like(negated, a, pattern, escape) => match eval(a, v) {
             V(Value::Str(s)) => boolean(like(&s, pattern, *escape) != *negated),
-            _ => Unknown,
+            V(_) => boolean(*negated),
+            Unknown => Unknown,
         },
         Expr::In(negated, a, items) => match eval(a, v) {
             V(Value::Str(s)) => boolean(items.contains(&s) != *negated),
-            _ => Unknown,
+            V(_) => boolean(*negated),
+            Unknown => Unknown,
         },
         Expr::IsNull(negated, a) => boolean(matches!(eval(a, v), Unknown) != *negated),
     }
@@ -649,37 +660,34 @@ fn float(v: &Value) -> Option<f64> {
     }
 }
 
-/// Compares two values: numbers with numbers (any width), strings and
-/// booleans only for (in)equality with their own kind; anything else is
-/// unknown.
-fn compare(op: Cmp, x: &Value, y: &Value) -> Option<bool> {
+/// Compares two values as JMS (3.8.1.2) and ActiveMQ/Artemis do: numbers
+/// with numbers of any width, strings with strings (lexically, as Artemis
+/// allows), booleans for (in)equality; values of different types are
+/// never equal (`=` is false, `<>` true) and never ordered (false).
+fn compare(op: Cmp, x: &Value, y: &Value) -> bool {
     use std::cmp::Ordering;
-    let ord: Ordering = match (x, y) {
-        (Value::Int(a), Value::Int(b)) => a.cmp(b),
-        (Value::Str(a), Value::Str(b)) => {
-            return match op {
-                Cmp::Eq => Some(a == b),
-                Cmp::Ne => Some(a != b),
-                _ => None,
-            }
-        }
-        (Value::Bool(a), Value::Bool(b)) => {
-            return match op {
-                Cmp::Eq => Some(a == b),
-                Cmp::Ne => Some(a != b),
-                _ => None,
-            }
-        }
-        (a, b) => float(a)?.partial_cmp(&float(b)?)?,
+    let ord: Option<Ordering> = match (x, y) {
+        (Value::Int(a), Value::Int(b)) => Some(a.cmp(b)),
+        (Value::Str(a), Value::Str(b)) => Some(a.cmp(b)),
+        (Value::Bool(a), Value::Bool(b)) => match op {
+            Cmp::Eq => return a == b,
+            Cmp::Ne => return a != b,
+            _ => None,
+        },
+        (a, b) => match (float(a), float(b)) {
+            (Some(a), Some(b)) => a.partial_cmp(&b),
+            _ => None,
+        },
     };
-    Some(match op {
-        Cmp::Eq => ord == Ordering::Equal,
-        Cmp::Ne => ord != Ordering::Equal,
-        Cmp::Lt => ord == Ordering::Less,
-        Cmp::Le => ord != Ordering::Greater,
-        Cmp::Gt => ord == Ordering::Greater,
-        Cmp::Ge => ord != Ordering::Less,
-    })
+    match (op, ord) {
+        (Cmp::Eq, o) => o == Some(Ordering::Equal),
+        (Cmp::Ne, o) => o != Some(Ordering::Equal),
+        (_, None) => false,
+        (Cmp::Lt, Some(o)) => o == Ordering::Less,
+        (Cmp::Le, Some(o)) => o != Ordering::Greater,
+        (Cmp::Gt, Some(o)) => o == Ordering::Greater,
+        (Cmp::Ge, Some(o)) => o != Ordering::Less,
+    }
 }
 
 /// SQL LIKE: `_` one character, `%` any, `escape` makes the next literal.

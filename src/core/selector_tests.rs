@@ -32,12 +32,18 @@ fn yes(s: &str) -> bool {
 fn comparisons_of_each_type() {
     assert!(yes("color = 'red'"));
     assert!(yes("color <> 'blue'"));
-    assert!(!yes("color < 'z'"), "strings compare only for (in)equality");
+    assert!(yes("color < 'z'"), "strings order lexically, as in Artemis");
     assert!(yes("weight > 40 AND weight <= 42"));
     assert!(yes("price < 10"));
     assert!(yes("weight = 42.0"), "numbers compare across widths");
     assert!(yes("rush = TRUE"));
     assert!(!yes("rush = 1"), "a boolean is not a number");
+    assert!(yes("rush <> 1"), "values of different types are never equal");
+    assert!(yes("NOT (color = 3)"), "a type mismatch is false, not unknown");
+    assert!(!yes("color > 3") && !yes("color < 3"), "nor ordered");
+    assert!(!yes("weight LIKE '4%'") && yes("weight NOT LIKE '4%'"));
+    assert!(!yes("weight IN ('42')") && yes("weight NOT IN ('42')"));
+    assert!(!yes("color BETWEEN 1 AND 2") && !yes("color NOT BETWEEN 1 AND 2"));
     assert!(yes("JMSPriority >= 5"));
     assert!(yes("quote = 'it''s'"));
 }
