@@ -216,6 +216,8 @@ pub struct Authenticator {
     allow_anonymous: bool,
     /// Credentials by user name.
     users: HashMap<String, ScramCredential>,
+    /// Each user's groups, for access rules.
+    groups: HashMap<String, Vec<String>>,
     /// Checked against for unknown users, so that they cost as much as a wrong
     /// password and timing does not reveal which names exist.
     dummy: ScramCredential,
@@ -225,6 +227,7 @@ impl Authenticator {
     /// Built from the `[sasl]` section and `[[users]]` of a configuration.
     pub fn from_config(config: &Config) -> Result<Self, AuthError> {
         let mut users = HashMap::new();
+        let mut groups = HashMap::new();
         for user in &config.users {
             let credential =
                 ScramCredential::parse(&user.password).map_err(|e| AuthError::InvalidUser {
@@ -234,6 +237,7 @@ impl Authenticator {
             if users.insert(user.name.clone(), credential).is_some() {
                 return Err(AuthError::DuplicateUser(user.name.clone()));
             }
+            groups.insert(user.name.clone(), user.groups.clone());
         }
         // As slow as the slowest real user, so an unknown name is never the fast case.
         let iterations = users
@@ -253,6 +257,7 @@ impl Authenticator {
         Ok(Authenticator {
             allow_anonymous: config.sasl.allow_anonymous,
             users,
+            groups,
             dummy,
         })
     }
@@ -260,6 +265,11 @@ impl Authenticator {
     /// Whether anonymous clients may connect (SASL ANONYMOUS or no SASL layer).
     pub fn allow_anonymous(&self) -> bool {
         self.allow_anonymous
+    }
+
+    /// The groups of a user (none for an unknown one).
+    pub fn groups(&self, user: &str) -> Vec<String> {
+        self.groups.get(user).cloned().unwrap_or_default()
     }
 
     /// SASL PLAIN check. `Err(AuthError::BadCredentials)` for an unknown user or
@@ -426,6 +436,7 @@ mod tests {
             .map(|(name, password)| UserConfig {
                 name: (*name).to_owned(),
                 password: ScramCredential::generate(password, FAST).to_string(),
+                groups: Vec::new(),
             })
             .collect();
         config

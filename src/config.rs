@@ -91,6 +91,9 @@ pub struct Config {
     pub queues: Vec<QueueConfig>,
     /// Address patterns that name topics rather than queues (TOML `[[topics]]`).
     pub topics: Vec<TopicConfig>,
+    /// Who may send, receive, create and manage which addresses (TOML
+    /// `[[access]]`); none: everyone may do everything.
+    pub access: Vec<crate::core::access::AccessRule>,
     /// What is logged, and how.
     pub logging: LoggingConfig,
 }
@@ -159,6 +162,8 @@ pub struct UserConfig {
     /// made by `ordo hash-password`), never the plain password, so a leaked
     /// config file does not leak passwords.
     pub password: String,
+    /// Groups the user belongs to, for `[[access]]` rules (`@group`).
+    pub groups: Vec<String>,
 }
 
 /// Limits that keep one client from exhausting the broker.

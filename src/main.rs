@@ -181,11 +181,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .thread_name("ordo")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, args.port_file.as_deref()))
+    runtime.block_on(serve(config, path.as_deref(), args.port_file.as_deref()))
 }
 
 /// Binds, announces the address, and serves until a signal.
-async fn serve(config: Config, port_file: Option<&Path>) -> anyhow::Result<()> {
+async fn serve(
+    config: Config,
+    config_path: Option<&Path>,
+    port_file: Option<&Path>,
+) -> anyhow::Result<()> {
     // Before binding, so a signal sent as soon as the address is known is not lost.
     let shutdown = shutdown_signal().context("cannot install signal handlers")?;
     if let Some(port_file) = port_file {
@@ -193,6 +197,7 @@ async fn serve(config: Config, port_file: Option<&Path>) -> anyhow::Result<()> {
         remove_if_present(port_file)?;
     }
     let server = ordo::server::Server::bind(config).await?;
+    reload_on_hangup(server.reloader(), config_path.map(Path::to_path_buf))?;
     let addr: SocketAddr = server.local_addr();
     tracing::info!(%addr, "listening on {addr}");
     if let Some(port_file) = port_file {
@@ -203,6 +208,37 @@ async fn serve(config: Config, port_file: Option<&Path>) -> anyhow::Result<()> {
         remove_if_present(port_file)?;
     }
     tracing::info!("stopped");
+    Ok(())
+}
+
+/// On SIGHUP, reads the configuration file again and applies what may
+/// change at run time (users, access rules); an invalid file is logged and
+/// changes nothing.
+#[cfg(unix)]
+fn reload_on_hangup(reloader: ordo::server::Reloader, path: Option<PathBuf>) -> anyhow::Result<()> {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut hangup = signal(SignalKind::hangup()).context("cannot install the SIGHUP handler")?;
+    tokio::spawn(async move {
+        while hangup.recv().await.is_some() {
+            let loaded = Config::read_with_env(path.as_deref(), std::env::vars())
+                .map_err(anyhow::Error::from)
+                .and_then(|c| c.validate().map(|()| c).map_err(anyhow::Error::from));
+            match loaded {
+                Ok(config) => {
+                    if let Err(e) = reloader.apply(&config) {
+                        tracing::error!(error = %e, "reload refused: nothing changed");
+                    }
+                }
+                Err(e) => tracing::error!(error = %e, "reload refused: nothing changed"),
+            }
+        }
+    });
+    Ok(())
+}
+
+/// Without signals there is nothing to reload on.
+#[cfg(not(unix))]
+fn reload_on_hangup(_: ordo::server::Reloader, _: Option<PathBuf>) -> anyhow::Result<()> {
     Ok(())
 }
 

@@ -39,7 +39,7 @@ pub enum ServerError {
         /// What the operating system said.
         source: std::io::Error,
     },
-    /// The configured users cannot be loaded.
+    /// The message store cannot be opened.
     #[error("cannot open the message store in {path}: {source}")]
     Store {
         /// The store directory.
@@ -47,8 +47,39 @@ pub enum ServerError {
         /// What failed.
         source: StoreError,
     },
+    /// The configured users cannot be loaded.
     #[error("invalid users: {0}")]
     Users(#[from] AuthError),
+    /// The `[[access]]` rules are invalid.
+    #[error("invalid access rules: {0}")]
+    Access(#[from] crate::core::access::AccessError),
+}
+
+/// Applies what may change while the broker runs: users, access rules.
+/// Everything else in a reloaded configuration needs a restart (and is
+/// reported as such when it differs).
+#[derive(Clone)]
+pub struct Reloader {
+    /// What the connections share.
+    ctx: Arc<ServeContext>,
+}
+
+impl Reloader {
+    /// Applies `config`: all of it or, if any part is invalid, none.
+    /// New connections use the new users; every access check from now on
+    /// uses the new rules.
+    pub fn apply(&self, config: &Config) -> Result<(), ServerError> {
+        let credentials: Arc<dyn Credentials> = Arc::new(Authenticator::from_config(config)?);
+        let access = crate::core::access::AccessRules::new(config.access.clone())?;
+        *self.ctx.credentials.write() = credentials;
+        self.ctx.broker.set_access(access);
+        tracing::info!(
+            users = config.users.len(),
+            access_rules = config.access.len(),
+            "configuration reloaded: users and access rules"
+        );
+        Ok(())
+    }
 }
 
 impl Credentials for Authenticator {
@@ -58,6 +89,10 @@ impl Credentials for Authenticator {
 
     fn check_plain(&self, username: &str, password: &str) -> bool {
         Authenticator::check_plain(self, username, password).is_ok()
+    }
+
+    fn groups(&self, user: &str) -> Vec<String> {
+        Authenticator::groups(self, user)
     }
 }
 
@@ -121,6 +156,7 @@ impl Server {
     /// Builds the broker from the configuration and binds its listener.
     pub async fn bind(config: Config) -> Result<Server, ServerError> {
         let credentials: Arc<dyn Credentials> = Arc::new(Authenticator::from_config(&config)?);
+        let access = crate::core::access::AccessRules::new(config.access.clone())?;
         let mut predeclared = vec!["DLQ".to_string()];
         for q in &config.queues {
             predeclared.push(q.settings.dead_letter_address.clone());
@@ -144,6 +180,7 @@ impl Server {
             path: config.store.path.display().to_string(),
             source,
         })?;
+        broker.set_access(access);
         tracing::info!(
             queues = report.queues,
             messages = report.messages,
@@ -174,12 +211,20 @@ impl Server {
             ctx: Arc::new(ServeContext {
                 engine: Arc::new(engine),
                 broker,
-                credentials,
+                credentials: parking_lot::RwLock::new(credentials),
                 handshake_timeout: listener_config.handshake_timeout,
             }),
             max_connections: config.limits.max_connections as usize,
             journal,
         })
+    }
+
+    /// A handle that applies a reloaded configuration to the running
+    /// broker (SIGHUP).
+    pub fn reloader(&self) -> Reloader {
+        Reloader {
+            ctx: Arc::clone(&self.ctx),
+        }
     }
 
     /// The bound address (the real port when the config asked for port 0).

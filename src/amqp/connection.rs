@@ -22,6 +22,7 @@ use super::coordinator::Transactions;
 use super::error::{self, cond};
 use super::frame::{self, MIN_MAX_FRAME_SIZE};
 use super::session::{Ctx, Session};
+use crate::core::access::Principal;
 use crate::core::{Broker, ConsumerId, Outbox, OutboxItem};
 use crate::store::{Ticket, Wake};
 
@@ -128,6 +129,8 @@ pub struct Connection {
     transactions: Transactions,
     /// This connection's id in the broker (no-local subscriptions).
     id: u64,
+    /// Who the peer authenticated as (access rules).
+    principal: Principal,
 }
 
 impl Connection {
@@ -155,7 +158,13 @@ impl Connection {
             wake_registered: 0,
             transactions: Transactions::default(),
             id,
+            principal: Principal::anonymous(),
         }
+    }
+
+    /// Sets who the peer is (after SASL).
+    pub fn set_principal(&mut self, principal: Principal) {
+        self.principal = principal;
     }
 
     /// The outbox the I/O task waits on.
@@ -418,6 +427,7 @@ impl Connection {
             container: &self.remote_container,
             txns: &mut self.transactions,
             connection: self.id,
+            principal: &self.principal,
         };
         let ended = session.handle(body, &mut ctx);
         if ended {

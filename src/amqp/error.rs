@@ -23,6 +23,7 @@ pub fn error(
 pub fn from_core(e: &CoreError) -> AmqpErrorFrame {
     let condition: ErrorCondition = match e {
         CoreError::NotFound { .. } => AmqpError::NotFound.into(),
+        CoreError::Unauthorized { .. } => AmqpError::UnauthorizedAccess.into(),
         CoreError::NotImplemented { .. } => AmqpError::NotImplemented.into(),
         CoreError::QueueFull { .. } => AmqpError::ResourceLimitExceeded.into(),
         CoreError::InvalidSetting { .. } => AmqpError::InvalidField.into(),

@@ -29,6 +29,10 @@ pub trait Credentials: Send + Sync {
     /// Whether `password` is right for `username` (SASL PLAIN). Slow on
     /// purpose (key stretching): called off the async threads.
     fn check_plain(&self, username: &str, password: &str) -> bool;
+    /// The groups of an authenticated user, for access rules.
+    fn groups(&self, _user: &str) -> Vec<String> {
+        Vec::new()
+    }
 }
 
 /// Who the peer is once the handshake is over.

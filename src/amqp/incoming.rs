@@ -14,6 +14,7 @@ use super::error::{self, cond};
 use super::link::{LinkKind, Partial, ProducerTarget};
 use super::message;
 use super::session::{send_rejected, Ctx, Session};
+use crate::core::access::{Permission, Principal};
 use crate::core::{Arrival, Broker, CoreError, Message, Node};
 use crate::store::Ticket;
 
@@ -158,7 +159,7 @@ impl Session {
             Err(too_big())
         } else {
             match message::parse(bytes) {
-                Ok(m) => publish(&p.target, ctx.broker, m, ctx.connection),
+                Ok(m) => publish(&p.target, ctx, m),
                 Err(e) => Err(cond::decode(e.to_string())),
             }
         };
@@ -196,7 +197,7 @@ fn post(
         .and_then(|m| {
             let node = match target {
                 ProducerTarget::Node(node) => node.clone(),
-                _ => resolve_to(ctx.broker, &m)?,
+                _ => resolve_to(ctx.broker, ctx.principal, &m)?,
             };
             Ok((node, m))
         });
@@ -218,7 +219,11 @@ fn post(
 }
 
 /// The node a relayed message's `properties.to` names.
-fn resolve_to(broker: &Arc<Broker>, message: &Message) -> Result<Node, AmqpError> {
+fn resolve_to(
+    broker: &Arc<Broker>,
+    principal: &Principal,
+    message: &Message,
+) -> Result<Node, AmqpError> {
     let Some(to) = message.to() else {
         return Err(cond::invalid_field(
             "a message on an anonymous-relay link needs properties.to",
@@ -231,7 +236,8 @@ fn resolve_to(broker: &Arc<Broker>, message: &Message) -> Result<Node, AmqpError
         ));
     }
     broker
-        .resolve(&node.name, node.kind, &[])
+        .authorize(principal, Permission::Send, &node.name, node.kind)
+        .and_then(|()| broker.resolve(&node.name, node.kind, &[]))
         .map_err(|e| error::from_core(&e))
 }
 
@@ -239,17 +245,16 @@ fn resolve_to(broker: &Arc<Broker>, message: &Message) -> Result<Node, AmqpError
 /// anonymous-relay link.
 fn publish(
     target: &ProducerTarget,
-    broker: &Arc<Broker>,
+    ctx: &Ctx<'_>,
     message: Message,
-    connection: u64,
 ) -> Result<Option<Ticket>, AmqpError> {
     let from_core = |e: CoreError| error::from_core(&e);
     let node = match target {
         ProducerTarget::Node(node) => node,
-        ProducerTarget::Relay => &resolve_to(broker, &message)?,
+        ProducerTarget::Relay => &resolve_to(ctx.broker, ctx.principal, &message)?,
         ProducerTarget::Coordinator => return Err(cond::illegal_state("not a producer")),
     };
-    let arrival = arrival(node, &message, connection);
+    let arrival = arrival(node, &message, ctx.connection);
     node.publish_with(Arc::new(message), &arrival)
         .map_err(from_core)
 }

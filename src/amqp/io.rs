@@ -13,6 +13,7 @@ use tokio::time::{sleep_until, timeout, Instant};
 use super::connection::{Connection, EngineConfig};
 use super::error::cond;
 use super::handshake::{self, Credentials, HandshakeError};
+use crate::core::access::Principal;
 use crate::core::Broker;
 
 /// Stop reading while this much output waits to be written: a peer that
@@ -27,8 +28,8 @@ pub struct ServeContext {
     pub engine: Arc<EngineConfig>,
     /// The nodes.
     pub broker: Arc<Broker>,
-    /// Who checks credentials.
-    pub credentials: Arc<dyn Credentials>,
+    /// Who checks credentials (replaced when the configuration is reloaded).
+    pub credentials: parking_lot::RwLock<Arc<dyn Credentials>>,
     /// Time allowed from accept to the end of SASL.
     pub handshake_timeout: Duration,
 }
@@ -40,11 +41,12 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut input = BytesMut::with_capacity(64 * 1024);
+    let credentials = Arc::clone(&ctx.credentials.read());
     // The whole handshake, Open included, must finish by then.
     let open_deadline = Instant::now() + ctx.handshake_timeout;
     let handshake = timeout(
         ctx.handshake_timeout,
-        handshake::handshake(&mut stream, &mut input, Arc::clone(&ctx.credentials)),
+        handshake::handshake(&mut stream, &mut input, Arc::clone(&credentials)),
     );
     // A shutdown does not wait for a client that is still shaking hands.
     let outcome = tokio::select! {
@@ -71,11 +73,19 @@ where
         }
     };
     tracing::debug!(?identity, "handshake complete");
+    let principal = match identity {
+        handshake::Identity::Anonymous => Principal::anonymous(),
+        handshake::Identity::User(user) => Principal {
+            groups: credentials.groups(&user),
+            user: Some(user),
+        },
+    };
     let mut conn = Connection::new(
         Arc::clone(&ctx.engine),
         Arc::clone(&ctx.broker),
         Instant::now().into_std(),
     );
+    conn.set_principal(principal);
     let outbox = conn.outbox();
     // The client may have pipelined its Open behind its protocol header.
     if !input.is_empty() {

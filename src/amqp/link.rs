@@ -19,6 +19,7 @@ use super::error::{self, cond};
 use super::selector_values;
 use super::session::{Ctx, Session};
 use super::subscription;
+use crate::core::access::Permission;
 use crate::core::selector::Filter;
 use crate::core::{Broker, ConsumerId, ConsumerOptions, GroupFilter, Node, Queue};
 
@@ -286,6 +287,9 @@ impl Session {
                 let node = address::parse(addr, target.capabilities.as_ref())
                     .map_err(|e| cond::invalid_field(e.to_string()))?;
                 let options = consumer_options::address_options(&node)?;
+                ctx.broker
+                    .authorize(ctx.principal, Permission::Send, &node.name, node.kind)
+                    .map_err(|e| error::from_core(&e))?;
                 let resolved = ctx
                     .broker
                     .resolve(&node.name, node.kind, &options.queue)
@@ -359,6 +363,9 @@ impl Session {
             let node = address::parse(addr, source.capabilities.as_ref())
                 .map_err(|e| cond::invalid_field(e.to_string()))?;
             let options = consumer_options::address_options(&node)?;
+            ctx.broker
+                .authorize(ctx.principal, Permission::Receive, &node.name, node.kind)
+                .map_err(|e| error::from_core(&e))?;
             priority = options.priority.or(priority);
             exclusive = options.exclusive.unwrap_or(exclusive);
             if let Some(g) = options.group_filter {

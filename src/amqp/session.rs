@@ -17,6 +17,7 @@ use super::error::cond;
 use super::link::{Link, LinkKind};
 use super::outgoing::{send_settle, StoredSettle};
 use super::outgoing::{OutDelivery, Pending};
+use crate::core::access::Principal;
 use crate::core::{Broker, ConsumerId, Outbox, OutboxItem, Persistence};
 use crate::store::{Journal, Ticket, TicketStatus};
 
@@ -38,6 +39,8 @@ pub struct Ctx<'a> {
     pub txns: &'a mut Transactions,
     /// The connection's id in the broker.
     pub connection: u64,
+    /// Who the peer is, for access rules.
+    pub principal: &'a Principal,
 }
 
 /// `a` is before `b` in serial-number order.

@@ -21,6 +21,9 @@ pub(super) fn problems(config: &Config) -> Vec<String> {
         problems.push("store.path must not be empty".to_owned());
     }
     patterns(config, &mut problems);
+    if let Err(e) = crate::core::access::AccessRules::new(config.access.clone()) {
+        problems.push(e.to_string());
+    }
     if let Err(e) = tracing_subscriber::EnvFilter::builder().parse(&config.logging.level) {
         problems.push(format!(
             "logging.level = {:?} is not a valid filter directive: {e}",

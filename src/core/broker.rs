@@ -8,6 +8,7 @@ use std::sync::{Arc, Weak};
 
 use parking_lot::RwLock;
 
+use super::access::{AccessRules, Permission, Principal};
 use super::error::CoreError;
 use super::message::{Arrival, Message};
 use super::persist::{self, Persistence, QueueMeta};
@@ -159,6 +160,8 @@ pub struct Broker {
     wakeups: parking_lot::Mutex<std::collections::BTreeSet<(u64, String)>>,
     /// Told when an earlier wake-up is asked for.
     wakeup_changed: tokio::sync::Notify,
+    /// Who may do what where; replaced when the configuration is reloaded.
+    access: RwLock<Arc<AccessRules>>,
     /// This broker, for the queues it creates (they route dead letters).
     me: Weak<Broker>,
 }
@@ -220,6 +223,7 @@ impl Broker {
             next_connection: AtomicU64::new(1),
             wakeups: Default::default(),
             wakeup_changed: tokio::sync::Notify::new(),
+            access: RwLock::new(Arc::new(AccessRules::default())),
             me: me.clone(),
         })
     }
@@ -559,6 +563,59 @@ impl Broker {
         let queues: Vec<Arc<Queue>> = self.nodes.read().queues.values().cloned().collect();
         for queue in queues {
             queue.tick();
+        }
+    }
+
+    /// Replaces the access rules (at start and when the config is reloaded).
+    pub fn set_access(&self, rules: AccessRules) {
+        *self.access.write() = Arc::new(rules);
+    }
+
+    /// Checks that `principal` may do `permission` on the node `name` (of
+    /// `kind`, if the client said), and may create it if it does not exist
+    /// yet (auto-creation).
+    pub fn authorize(
+        &self,
+        principal: &Principal,
+        permission: Permission,
+        name: &str,
+        kind: Option<NodeKind>,
+    ) -> Result<(), CoreError> {
+        let rules = Arc::clone(&self.access.read());
+        if !rules.enabled() {
+            return Ok(());
+        }
+        let denied = |permission: Permission| {
+            tracing::warn!(
+                user = principal.display(),
+                permission = permission.name(),
+                address = name,
+                "access denied"
+            );
+            CoreError::Unauthorized {
+                principal: principal.display().to_string(),
+                permission: permission.name(),
+                address: name.to_string(),
+            }
+        };
+        if !rules.allows(principal, permission, name) {
+            return Err(denied(permission));
+        }
+        // A wildcard subscription creates no node.
+        let creates = !super::subscriptions::is_pattern(name) && !self.exists(name, kind);
+        if creates && !rules.allows(principal, Permission::Create, name) {
+            return Err(denied(Permission::Create));
+        }
+        Ok(())
+    }
+
+    /// Whether a node of that name exists (as the kind asked, or either).
+    pub fn exists(&self, name: &str, kind: Option<NodeKind>) -> bool {
+        let nodes = self.nodes.read();
+        match kind {
+            Some(NodeKind::Queue) => nodes.queues.contains_key(name),
+            Some(NodeKind::Topic) => nodes.topics.contains_key(name),
+            None => nodes.queues.contains_key(name) || nodes.topics.contains_key(name),
         }
     }
 

@@ -12,6 +12,16 @@ pub enum CoreError {
         /// The address asked for.
         address: String,
     },
+    /// The access rules do not let the principal do that.
+    #[error("{principal} may not {permission} '{address}'")]
+    Unauthorized {
+        /// Who asked (a user name, or `anonymous`).
+        principal: String,
+        /// What was asked (`send`, `receive`, `create`, `manage`).
+        permission: &'static str,
+        /// The address.
+        address: String,
+    },
     /// The address asks for something the broker does not do (yet).
     #[error("{what} is not supported")]
     NotImplemented {

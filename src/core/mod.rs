@@ -1,6 +1,7 @@
 //! The broker core: protocol-neutral queues, consumers, dispatch and
 //! delivery tracking. Nothing here knows AMQP or sockets.
 //!
+//! - `access`: authorisation rules (who may send, receive, create, manage where).
 //! - `broker`: the registry of queues and topics, auto-create, routing.
 //! - `topic`: topics and their subscription lists.
 //! - `subscriptions`: durable, shared and wildcard subscriptions, with selectors and no-local.
@@ -15,6 +16,7 @@
 //! - `persist`: what is stored (message and queue encodings), the memory
 //!   gauge that pages durable bodies out, and recovery.
 
+pub mod access;
 pub mod broker;
 pub mod error;
 pub mod message;

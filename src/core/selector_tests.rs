@@ -38,8 +38,14 @@ fn comparisons_of_each_type() {
     assert!(yes("weight = 42.0"), "numbers compare across widths");
     assert!(yes("rush = TRUE"));
     assert!(!yes("rush = 1"), "a boolean is not a number");
-    assert!(yes("rush <> 1"), "values of different types are never equal");
-    assert!(yes("NOT (color = 3)"), "a type mismatch is false, not unknown");
+    assert!(
+        yes("rush <> 1"),
+        "values of different types are never equal"
+    );
+    assert!(
+        yes("NOT (color = 3)"),
+        "a type mismatch is false, not unknown"
+    );
     assert!(!yes("color > 3") && !yes("color < 3"), "nor ordered");
     assert!(!yes("weight LIKE '4%'") && yes("weight NOT LIKE '4%'"));
     assert!(!yes("weight IN ('42')") && yes("weight NOT IN ('42')"));

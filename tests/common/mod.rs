@@ -159,6 +159,24 @@ impl Broker {
     pub fn log(&self) -> String {
         self.log.lock().unwrap().clone()
     }
+
+    /// Sends SIGHUP (reload the configuration) and waits until the log
+    /// shows `expect` once more than before.
+    pub fn hangup(&self, expect: &str) {
+        let before = self.log().matches(expect).count();
+        let _ = Command::new("kill")
+            .args(["-HUP", &self.child.id().to_string()])
+            .status();
+        let started = Instant::now();
+        while self.log().matches(expect).count() <= before {
+            assert!(
+                started.elapsed() < DEADLINE,
+                "no '{expect}' after SIGHUP: {}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
 }
 
 impl Drop for Broker {

@@ -1,0 +1,171 @@
+//! Authentication, authorisation and reload through the real broker.
+
+mod common;
+
+use common::{Broker, DEADLINE};
+use fe2o3_amqp::connection::ConnectionHandle;
+use fe2o3_amqp::link::{Receiver, Sender};
+use fe2o3_amqp::session::SessionHandle;
+use fe2o3_amqp::types::messaging::{Message, Outcome, Properties};
+use fe2o3_amqp::{Connection, Session};
+use std::io::Write;
+use tokio::time::timeout;
+
+/// The credential of the password "secret" (as `ordo hash-password` makes it).
+const SECRET: &str = "SCRAM-SHA-256$4096:0YvCpnRKUM82jsZMjefHBQ==$/0bJK/CYOZvh/X8u/iWekAjPPAE2UXdppjfN3N5BdXo=:DATuhs9PZ9yQfFoQe94x1uxwyRxZ0QXBLjSzjoY7iSo=";
+
+fn config(access: &str) -> String {
+    format!(
+        r#"
+[sasl]
+allow-anonymous = true
+
+[[users]]
+name = "alice"
+password = "{SECRET}"
+groups = ["traders"]
+
+[[users]]
+name = "bob"
+password = "{SECRET}"
+
+{access}
+"#
+    )
+}
+
+const RULES: &str = r#"
+[[access]]
+pattern = "orders.#"
+send = ["@traders"]
+receive = ["*"]
+create = ["@traders"]
+
+[[access]]
+pattern = "public.#"
+send = ["*"]
+receive = ["*"]
+create = ["*"]
+"#;
+
+fn write(file: &mut tempfile::NamedTempFile, text: &str) {
+    let f = file.as_file_mut();
+    f.set_len(0).unwrap();
+    use std::io::Seek;
+    f.rewind().unwrap();
+    f.write_all(text.as_bytes()).unwrap();
+    f.sync_all().unwrap();
+}
+
+async fn connect(url: &str) -> (ConnectionHandle<()>, SessionHandle<()>) {
+    let mut connection = timeout(DEADLINE, Connection::open("test", url))
+        .await
+        .expect("in time")
+        .expect("connect");
+    let session = Session::begin(&mut connection).await.expect("begin");
+    (connection, session)
+}
+
+/// Whether a producer may attach to `address` (each try on a fresh connection).
+async fn may_send(url: &str, address: &str) -> Result<(), String> {
+    let (mut c, mut s) = connect(url).await;
+    let r = Sender::attach(&mut s, "p", address).await;
+    let _ = c.close().await;
+    r.map(|_| ()).map_err(|e| format!("{e:?}"))
+}
+
+/// Whether a consumer may attach to `address`.
+async fn may_receive(url: &str, address: &str) -> Result<(), String> {
+    let (mut c, mut s) = connect(url).await;
+    let r = Receiver::attach(&mut s, "r", address).await;
+    let _ = c.close().await;
+    r.map(|_| ()).map_err(|e| format!("{e:?}"))
+}
+
+fn denied(r: Result<(), String>) -> bool {
+    matches!(&r, Err(e) if e.contains("UnauthorizedAccess"))
+}
+
+#[tokio::test]
+async fn access_rules_decide_send_receive_and_create_per_user_and_group() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    write(&mut file, &config(RULES));
+    let broker = Broker::start_with(Some(file.path()));
+    let alice = broker.url_as("alice", "secret");
+    let bob = broker.url_as("bob", "secret");
+    let anonymous = broker.url();
+
+    // A trader sends (and so creates) orders.eu; bob and anonymous may not send.
+    may_send(&alice, "orders.eu").await.unwrap();
+    assert!(denied(may_send(&bob, "orders.eu").await));
+    assert!(denied(may_send(&anonymous, "orders.eu").await));
+    // Everyone may receive from the existing queue, but not create one.
+    may_receive(&bob, "orders.eu").await.unwrap();
+    may_receive(&anonymous, "orders.eu").await.unwrap();
+    assert!(
+        denied(may_receive(&bob, "orders.us").await),
+        "create denied"
+    );
+    // No rule matches: denied for everyone.
+    assert!(denied(may_send(&alice, "secret.stuff").await));
+    assert!(denied(may_receive(&alice, "secret.stuff").await));
+    // public.# is open.
+    may_send(&anonymous, "public.news").await.unwrap();
+    may_receive(&bob, "public.news").await.unwrap();
+    let log = broker.log();
+    assert!(log.contains("access denied"), "denials are logged");
+    assert!(!log.contains("secret\""), "no password in the log");
+}
+
+#[tokio::test]
+async fn a_relay_transfer_to_a_denied_address_is_rejected_unauthorized() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    write(&mut file, &config(RULES));
+    let broker = Broker::start_with(Some(file.path()));
+    let (mut c, mut s) = connect(&broker.url_as("bob", "secret")).await;
+    let mut relay = Sender::builder()
+        .name("relay")
+        .target(fe2o3_amqp::types::messaging::Target::builder().build())
+        .attach(&mut s)
+        .await
+        .unwrap();
+    let to = |address: &str| {
+        Message::builder()
+            .properties(Properties::builder().to(address.to_string()).build())
+            .value("x".to_string())
+            .build()
+    };
+    let outcome = relay.send(to("orders.eu")).await.unwrap();
+    match outcome {
+        Outcome::Rejected(r) => {
+            let e = format!("{:?}", r.error);
+            assert!(e.contains("UnauthorizedAccess"), "{e}");
+        }
+        other => panic!("expected rejected, got {other:?}"),
+    }
+    // The link carries on: an allowed address is accepted.
+    let outcome = relay.send(to("public.ok")).await.unwrap();
+    assert!(matches!(outcome, Outcome::Accepted(_)), "{outcome:?}");
+    let _ = c.close().await;
+}
+
+#[tokio::test]
+async fn rules_and_users_reload_on_sighup() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    write(&mut file, &config(RULES));
+    let broker = Broker::start_with(Some(file.path()));
+    let bob = broker.url_as("bob", "secret");
+    assert!(denied(may_send(&bob, "orders.eu").await));
+    // bob joins the traders.
+    let granted = config(RULES).replace(
+        "name = \"bob\"\npassword = \"",
+        "name = \"bob\"\ngroups = [\"traders\"]\npassword = \"",
+    );
+    write(&mut file, &granted);
+    broker.hangup("configuration reloaded");
+    may_send(&bob, "orders.eu").await.unwrap();
+    // An invalid file changes nothing.
+    write(&mut file, "[[access]]\npattern = \"a..b\"\n");
+    broker.hangup("reload refused");
+    may_send(&bob, "orders.eu").await.unwrap();
+}
