@@ -300,6 +300,173 @@ impl fmt::Debug for Authenticator {
     }
 }
 
+/// The server side of one SASL SCRAM-SHA-256 exchange (RFC 5802, RFC 7677)
+/// against the stored credentials: [`Authenticator::scram_start`] answers
+/// the client-first message, [`ScramExchange::finish`] checks the client's
+/// proof and returns the server's signature. Channel binding is not offered
+/// (a client asking for it with `p=` is refused). An unknown user goes
+/// through the same steps with a made-up credential and fails at the proof,
+/// so the exchange does not tell which user names exist.
+pub struct ScramExchange {
+    /// The user name the client gave.
+    user: String,
+    /// Whether the user exists (the credential is real).
+    known: bool,
+    /// The user's credential (or the made-up one).
+    credential: ScramCredential,
+    /// The GS2 header, as the client sent it (`n,,`, `y,,`).
+    gs2_header: String,
+    /// client-first-message-bare.
+    client_first_bare: String,
+    /// server-first-message.
+    server_first: String,
+    /// Client nonce + server nonce.
+    nonce: String,
+}
+
+/// A SCRAM attribute's value (`n=...`) if `part` is that attribute.
+fn attribute(part: &str, name: char) -> Option<&str> {
+    let mut chars = part.chars();
+    (chars.next() == Some(name) && chars.next() == Some('=')).then(|| &part[2..])
+}
+
+/// Decodes a SCRAM saslname (`=2C` is `,`, `=3D` is `=`).
+fn saslname(text: &str) -> Option<String> {
+    let mut out = String::new();
+    let mut rest = text;
+    while let Some(i) = rest.find('=') {
+        out.push_str(&rest[..i]);
+        match rest.get(i..i + 3) {
+            Some("=2C") => out.push(','),
+            Some("=3D") => out.push('='),
+            _ => return None,
+        }
+        rest = &rest[i + 3..];
+    }
+    out.push_str(rest);
+    Some(out)
+}
+
+impl Authenticator {
+    /// Answers a SCRAM-SHA-256 client-first message with the server-first
+    /// message. Refused (`BadCredentials`) when the message is malformed or
+    /// asks for channel binding.
+    pub fn scram_start(&self, client_first: &[u8]) -> Result<(ScramExchange, Vec<u8>), AuthError> {
+        let text = std::str::from_utf8(client_first).map_err(|_| AuthError::BadCredentials)?;
+        // gs2-header: cbind-flag "," [authzid] ","
+        let mut parts = text.splitn(3, ',');
+        let (Some(flag), Some(authzid), Some(bare)) = (parts.next(), parts.next(), parts.next())
+        else {
+            return Err(AuthError::BadCredentials);
+        };
+        if flag != "n" && flag != "y" {
+            // "p=...": channel binding, which this server does not offer.
+            return Err(AuthError::BadCredentials);
+        }
+        let mut fields = bare.split(',');
+        let user = fields
+            .next()
+            .and_then(|f| attribute(f, 'n'))
+            .and_then(saslname)
+            .ok_or(AuthError::BadCredentials)?;
+        let client_nonce = fields
+            .next()
+            .and_then(|f| attribute(f, 'r'))
+            .filter(|n| !n.is_empty())
+            .ok_or(AuthError::BadCredentials)?;
+        if let Some(z) = attribute(authzid, 'a') {
+            // Acting as another user is not supported.
+            if saslname(z).as_deref() != Some(user.as_str()) {
+                return Err(AuthError::BadCredentials);
+            }
+        }
+        let (credential, known) = match self.users.get(&user) {
+            Some(c) => (c.clone(), true),
+            None => {
+                // The same salt for the same unknown name every time, so
+                // asking twice does not reveal that it is made up.
+                let salt = hmac(&self.dummy.salt, user.as_bytes())[..SALT_LEN].to_vec();
+                (
+                    ScramCredential {
+                        salt,
+                        ..self.dummy.clone()
+                    },
+                    false,
+                )
+            }
+        };
+        let mut server_nonce = [0u8; 18];
+        rand::rngs::OsRng.fill_bytes(&mut server_nonce);
+        let nonce = format!("{client_nonce}{}", BASE64.encode(server_nonce));
+        let server_first = format!(
+            "r={nonce},s={},i={}",
+            BASE64.encode(&credential.salt),
+            credential.iterations
+        );
+        let reply = server_first.clone().into_bytes();
+        Ok((
+            ScramExchange {
+                user,
+                known,
+                credential,
+                gs2_header: format!("{flag},{authzid},"),
+                client_first_bare: bare.to_string(),
+                server_first,
+                nonce,
+            },
+            reply,
+        ))
+    }
+}
+
+impl ScramExchange {
+    /// The user name the client gave (for logs; not yet authenticated).
+    pub fn user(&self) -> &str {
+        &self.user
+    }
+
+    /// Checks the client-final message; on success returns the user and
+    /// the server-final message (`v=<ServerSignature>`).
+    pub fn finish(self, client_final: &[u8]) -> Result<(String, Vec<u8>), AuthError> {
+        let text = std::str::from_utf8(client_final).map_err(|_| AuthError::BadCredentials)?;
+        let (without_proof, proof) = text.rsplit_once(",p=").ok_or(AuthError::BadCredentials)?;
+        let mut fields = without_proof.split(',');
+        let binding = fields
+            .next()
+            .and_then(|f| attribute(f, 'c'))
+            .ok_or(AuthError::BadCredentials)?;
+        let nonce = fields
+            .next()
+            .and_then(|f| attribute(f, 'r'))
+            .ok_or(AuthError::BadCredentials)?;
+        if binding != BASE64.encode(&self.gs2_header) || nonce != self.nonce {
+            return Err(AuthError::BadCredentials);
+        }
+        let proof = BASE64
+            .decode(proof)
+            .map_err(|_| AuthError::BadCredentials)?;
+        if proof.len() != 32 {
+            return Err(AuthError::BadCredentials);
+        }
+        let auth_message = format!(
+            "{},{},{}",
+            self.client_first_bare, self.server_first, without_proof
+        );
+        let signature = hmac(&self.credential.stored_key, auth_message.as_bytes());
+        let client_key: Vec<u8> = proof.iter().zip(signature).map(|(p, s)| p ^ s).collect();
+        let stored_key: [u8; 32] = Sha256::digest(&client_key).into();
+        let matches: bool = stored_key.ct_eq(&self.credential.stored_key).into();
+        if !(matches && self.known) {
+            return Err(AuthError::BadCredentials);
+        }
+        let server_signature = hmac(&self.credential.server_key, auth_message.as_bytes());
+        Ok((
+            self.user,
+            format!("v={}", BASE64.encode(server_signature)).into_bytes(),
+        ))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -314,6 +481,101 @@ mod tests {
 
     /// Few iterations keep the tests fast; the cost does not change the logic.
     const FAST: u32 = 16;
+
+    /// A SCRAM client's side, for the tests: (client-final, expected
+    /// server-final) for `password` given the server-first message.
+    fn client_final(
+        password: &str,
+        client_first_bare: &str,
+        server_first: &str,
+    ) -> (String, String) {
+        let mut nonce = "";
+        let mut salt = Vec::new();
+        let mut iterations = 0;
+        for part in server_first.split(',') {
+            match part.split_at(2) {
+                ("r=", v) => nonce = v,
+                ("s=", v) => salt = BASE64.decode(v).unwrap(),
+                ("i=", v) => iterations = v.parse().unwrap(),
+                _ => {}
+            }
+        }
+        let salted = salted_password(password, &salt, iterations);
+        let client_key = hmac(&salted, b"Client Key");
+        let stored_key: [u8; 32] = Sha256::digest(client_key).into();
+        let without_proof = format!("c=biws,r={nonce}");
+        let auth_message = format!("{client_first_bare},{server_first},{without_proof}");
+        let signature = hmac(&stored_key, auth_message.as_bytes());
+        let proof: Vec<u8> = client_key
+            .iter()
+            .zip(signature)
+            .map(|(k, s)| k ^ s)
+            .collect();
+        let server_key = hmac(&salted, b"Server Key");
+        (
+            format!("{without_proof},p={}", BASE64.encode(proof)),
+            format!(
+                "v={}",
+                BASE64.encode(hmac(&server_key, auth_message.as_bytes()))
+            ),
+        )
+    }
+
+    #[test]
+    fn scram_exchange_accepts_the_right_password_only() {
+        let auth =
+            Authenticator::from_config(&config_with_users(&[("alice", "open sesame")])).unwrap();
+        let bare = "n=alice,r=fyko+d2lbbFgONRv9qkxdawL";
+        let (exchange, server_first) = auth.scram_start(format!("n,,{bare}").as_bytes()).unwrap();
+        let server_first = String::from_utf8(server_first).unwrap();
+        assert!(server_first.starts_with("r=fyko+d2lbbFgONRv9qkxdawL"));
+        let (message, expected) = client_final("open sesame", bare, &server_first);
+        let (user, server_final) = exchange.finish(message.as_bytes()).unwrap();
+        assert_eq!(user, "alice");
+        assert_eq!(String::from_utf8(server_final).unwrap(), expected);
+        // Wrong password.
+        let (exchange, server_first) = auth.scram_start(format!("n,,{bare}").as_bytes()).unwrap();
+        let (message, _) = client_final("wrong", bare, &String::from_utf8(server_first).unwrap());
+        assert_eq!(
+            exchange.finish(message.as_bytes()).err(),
+            Some(AuthError::BadCredentials)
+        );
+    }
+
+    #[test]
+    fn scram_for_unknown_users_fails_late_and_looks_the_same() {
+        let auth = Authenticator::from_config(&config_with_users(&[("alice", "x")])).unwrap();
+        let first = |user: &str| {
+            let (e, reply) = auth
+                .scram_start(format!("n,,n={user},r=abc").as_bytes())
+                .unwrap();
+            let reply = String::from_utf8(reply).unwrap();
+            let salt = reply.split(',').nth(1).unwrap().to_string();
+            (e, reply, salt)
+        };
+        let (_, _, salt1) = first("mallory");
+        let (e, reply, salt2) = first("mallory");
+        assert_eq!(salt1, salt2, "a made-up salt is stable per name");
+        let (message, _) = client_final("x", "n=mallory,r=abc", &reply);
+        assert!(e.finish(message.as_bytes()).is_err());
+    }
+
+    #[test]
+    fn scram_refuses_malformed_messages_and_channel_binding() {
+        let auth = Authenticator::from_config(&config_with_users(&[("alice", "x")])).unwrap();
+        for bad in [
+            "",
+            "n,,",
+            "n,,r=abc",
+            "p=tls-unique,,n=alice,r=abc",
+            "n,a=bob,n=alice,r=x",
+            "n,,n=al=ZZ,r=x",
+        ] {
+            assert!(auth.scram_start(bad.as_bytes()).is_err(), "{bad}");
+        }
+        let (e, _) = auth.scram_start(b"n,,n=alice,r=abc").unwrap();
+        assert!(e.finish(b"c=biws,r=abc-not-ours,p=AAAA").is_err());
+    }
 
     #[test]
     fn rfc7677_example_matches_the_published_exchange() {

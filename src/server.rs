@@ -94,6 +94,10 @@ impl Credentials for Authenticator {
     fn groups(&self, user: &str) -> Vec<String> {
         Authenticator::groups(self, user)
     }
+
+    fn scram_start(&self, client_first: &[u8]) -> Option<(crate::auth::ScramExchange, Vec<u8>)> {
+        Authenticator::scram_start(self, client_first).ok()
+    }
 }
 
 /// Queue and topic defaults from the configuration's patterns.

@@ -169,3 +169,41 @@ async fn rules_and_users_reload_on_sighup() {
     broker.hangup("reload refused");
     may_send(&bob, "orders.eu").await.unwrap();
 }
+
+/// Opens a connection authenticating with SASL SCRAM-SHA-256.
+async fn scram(url: &str, user: &str, password: &str) -> Result<ConnectionHandle<()>, String> {
+    use fe2o3_amqp::sasl_profile::{SaslProfile, SaslScramSha256};
+    let open = Connection::builder()
+        .container_id("scram-test")
+        .sasl_profile(SaslProfile::ScramSha256(SaslScramSha256::new(
+            user, password,
+        )))
+        .open(url);
+    timeout(DEADLINE, open)
+        .await
+        .expect("answered in time")
+        .map_err(|e| format!("{e:?}"))
+}
+
+#[tokio::test]
+async fn scram_sha_256_logs_in_with_the_stored_credential_only() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    write(
+        &mut file,
+        &config("").replace("allow-anonymous = true", "allow-anonymous = false"),
+    );
+    let broker = Broker::start_with(Some(file.path()));
+    let addr = format!("amqp://{}", broker.addr);
+    let mut c = scram(&addr, "alice", "secret").await.expect("SCRAM login");
+    let mut s = Session::begin(&mut c).await.unwrap();
+    Sender::attach(&mut s, "p", "scram-q").await.unwrap();
+    let _ = c.close().await;
+    assert!(scram(&addr, "alice", "wrong").await.is_err());
+    assert!(scram(&addr, "mallory", "secret").await.is_err());
+    // Anonymous is off.
+    assert!(timeout(DEADLINE, Connection::open("anon", addr.as_str()))
+        .await
+        .unwrap()
+        .is_err());
+    assert!(!broker.log().contains("secret\""));
+}

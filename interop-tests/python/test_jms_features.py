@@ -268,7 +268,7 @@ SELECTOR_TABLE = [
     ("COLOR = 'red'", set()),
     ("color = 'red' and size < 5", {0}),
     ("size > 5", {1, 4}),
-    ("size <> 3", {1, 2, 4}),
+    ("size <> 3", {1, 2, 4, 5}),
     ("size >= 3 AND size <= 7", {0, 4}),
     ("size BETWEEN 3 AND 7", {0, 4}),
     ("size NOT BETWEEN 3 AND 7", {1, 2}),
@@ -309,7 +309,7 @@ SELECTOR_TABLE = [
     ("weight IS NULL AND size IS NOT NULL", {2, 5}),
     ("size > 100 OR color = 'blue'", {1}),
     ("size > 100 OR TRUE", ALL),
-    ("NOT (size > 100)", {0, 1, 2, 4}),
+    ("NOT (size > 100)", {0, 1, 2, 4, 5}),
     # Three-valued logic: `missing` is on no message.
     ("missing > 1", set()),
     ("NOT (missing > 1)", set()),
@@ -320,10 +320,65 @@ SELECTOR_TABLE = [
     ("NOT (missing > 1 OR FALSE)", set()),
     ("missing = missing", set()),
     ("missing IS NULL", ALL),
-    # A comparison of different types is unknown too.
+    # Values of different types (JMS 3.8.1.2, ActiveMQ, Artemis): never
+    # equal (`=` false, `<>` true), never ordered (false); LIKE and IN on a
+    # non-string are false, so NOT LIKE and NOT IN are true; BETWEEN is
+    # `x >= a AND x <= b` and NOT BETWEEN `x < a OR x > b`, so a value of
+    # another type is in neither. A missing value is still unknown.
     ("size = 'big'", {5}),
     ("size = 3 OR size = 'big'", {0, 5}),
-    ("NOT (color = 3)", set()),
+    ("size <> 'big'", {0, 1, 2, 4}),
+    ("NOT (color = 3)", {0, 1, 2, 4}),
+    ("color <> 3", {0, 1, 2, 4}),
+    ("color > 3 OR color < 3 OR color >= 3 OR color <= 3", set()),
+    ("NOT (color > 3)", {0, 1, 2, 4}),
+    ("weight = '2.5'", set()),
+    ("weight <> '2.5'", {0, 1, 4}),
+    ("ok = 1", set()),
+    ("ok <> 1", {0, 1, 2}),
+    ("size = TRUE", set()),
+    ("size <> TRUE", {0, 1, 2, 4, 5}),
+    ("ok < TRUE OR ok > FALSE OR ok >= ok", set()),
+    ("NOT (ok <= TRUE)", {0, 1, 2}),
+    ("1 = '1'", set()),
+    ("1 <> '1'", ALL),
+    ("TRUE = 1", set()),
+    ("missing <> 'x'", set()),
+    ("NOT (missing = 3)", set()),
+    # Strings order lexically (by character: upper case before lower case).
+    ("color < 'm'", {1, 2}),
+    ("color >= 'red'", {0, 4}),
+    ("color > 'R'", {0, 1, 2, 4}),
+    ("code < 'B'", {0, 1, 4}),
+    ("code <= 'B_22' AND code > 'B'", {2}),
+    ("'a' < 'b'", ALL),
+    ("'ab' > 'a'", ALL),
+    ("size < 'm'", {5}),
+    ("NOT (size < 'm')", {0, 1, 2, 4}),
+    ("missing < 'm'", set()),
+    ("color BETWEEN 'blue' AND 'green'", {1, 2}),
+    ("color NOT BETWEEN 'blue' AND 'green'", {0, 4}),
+    ("size LIKE '%'", {5}),
+    ("size NOT LIKE 'b%'", {0, 1, 2, 4}),
+    ("NOT (size LIKE 'b%')", {0, 1, 2, 4}),
+    ("ok NOT LIKE '%'", {0, 1, 2}),
+    ("weight LIKE '2%'", set()),
+    ("size IN ('big', '3')", {5}),
+    ("size NOT IN ('big', '3')", {0, 1, 2, 4}),
+    ("ok NOT IN ('TRUE', 'true')", {0, 1, 2}),
+    ("missing NOT LIKE '%' OR missing NOT IN ('x')", set()),
+    ("color BETWEEN 1 AND 5", set()),
+    ("color NOT BETWEEN 1 AND 5", set()),
+    ("NOT (color BETWEEN 1 AND 5)", {0, 1, 2, 4}),
+    ("NOT (color NOT BETWEEN 1 AND 5)", {0, 1, 2, 4}),
+    ("size BETWEEN 'a' AND 'c'", {5}),
+    ("size NOT BETWEEN 'a' AND 'c'", set()),
+    ("size NOT BETWEEN 'a' AND 5", {1, 4}),
+    ("size BETWEEN -5 AND 'z'", set()),
+    ("ok BETWEEN FALSE AND TRUE", set()),
+    ("ok NOT BETWEEN FALSE AND TRUE", set()),
+    ("size BETWEEN missing AND 5", set()),
+    ("NOT (size NOT BETWEEN 1 AND missing)", set()),
     ("1 = 1", ALL),
     ("TRUE", ALL),
     ("FALSE", set()),
@@ -439,6 +494,7 @@ def test_invalid_selector_refuses_the_attach_container(broker, queue):
 # three-valued logic (None is UNKNOWN), and the broker must agree.
 
 OR, AND, NOT, PRED, ADD, MUL, UNARY, PRIMARY = range(1, 9)
+CMP_OPS = ["=", "<>", "<", ">", "<=", ">="]
 
 # Identifiers, repeated to weigh the choice; `nosuch` is on no message.
 NUM_IDS = ["a", "a", "b", "b", "n", "n", "mixed", "JMSPriority", "JMSPriority", "nosuch"]
@@ -466,17 +522,20 @@ def truth(v):
 
 
 def ref_compare(op, x, y):
+    """JMS 3.8.1.2 as ActiveMQ and Artemis have it: unknown only with a
+    NULL; values of different types are never equal (`=` false, `<>` true)
+    and never ordered (false); numbers compare across widths, strings
+    lexically (Python's str order is by code point, as Rust's by UTF-8
+    bytes), booleans only for = and <> (ordering false)."""
     kx, ky = kind(x), kind(y)
-    if kx is None or ky is None or kx != ky:
+    if kx is None or ky is None:
         return None
-    if kx == "num":
-        return {"=": x == y, "<>": x != y, "<": x < y, ">": x > y, "<=": x <= y,
-                ">=": x >= y}[op]
-    if op == "=":
-        return x == y
-    if op == "<>":
-        return x != y
-    return None  # strings and booleans: only = and <>
+    if kx != ky:
+        return op == "<>"
+    if kx == "bool" and op not in ("=", "<>"):
+        return False
+    return {"=": x == y, "<>": x != y, "<": x < y, ">": x > y, "<=": x <= y,
+            ">=": x >= y}[op]
 
 
 def ref_arith(op, x, y):
@@ -524,21 +583,27 @@ def ref_eval(e, values):
     if tag == "cmp":
         return ref_compare(e[1], ref_eval(e[2], values), ref_eval(e[3], values))
     if tag == "between":
-        x = ref_eval(e[2], values)
-        lo = ref_compare(">=", x, ref_eval(e[3], values))
-        hi = ref_compare("<=", x, ref_eval(e[4], values))
-        if lo is None or hi is None:
+        # `x >= lo AND x <= hi`; NOT BETWEEN is `x < lo OR x > hi` (so a
+        # value of another type is in neither); unknown with any NULL.
+        x, lo, hi = (ref_eval(e[i], values) for i in (2, 3, 4))
+        if x is None or lo is None or hi is None:
             return None
-        return (lo and hi) != e[1]
+        if e[1]:
+            return ref_compare("<", x, lo) or ref_compare(">", x, hi)
+        return ref_compare(">=", x, lo) and ref_compare("<=", x, hi)
     if tag == "like":
         x = ref_eval(e[2], values)
-        if kind(x) != "str":
+        if x is None:
             return None
+        if kind(x) != "str":
+            return e[1]  # false, so NOT LIKE is true
         return bool(like_regex(e[3], e[4]).fullmatch(x)) != e[1]
     if tag == "in":
         x = ref_eval(e[2], values)
-        if kind(x) != "str":
+        if x is None:
             return None
+        if kind(x) != "str":
+            return e[1]  # false, so NOT IN is true
         return (x in e[3]) != e[1]
     if tag == "isnull":
         return (ref_eval(e[2], values) is None) != e[1]
@@ -582,36 +647,70 @@ class SelectorGen:
             return ("arith", "/", self.num(depth - 1), divisor)
         return ("arith", op, self.num(depth - 1), self.num(depth - 1))
 
+    def any_lit(self):
+        """A literal of a random type."""
+        r = self.rng
+        c = r.random()
+        if c < 0.4:
+            return ("lit", r.randint(-3, 10))
+        if c < 0.5:
+            return ("lit", r.randint(-8, 8) / 4)
+        if c < 0.85:
+            return ("lit", r.choice(STR_POOL))
+        return ("lit", r.random() < 0.5)
+
     def pred(self):
         r = self.rng
         c = r.random()
-        if c < 0.3:
-            return ("cmp", r.choice(["=", "<>", "<", ">", "<=", ">="]), self.num(2), self.num(1))
-        if c < 0.42:
+        if c < 0.26:
+            return ("cmp", r.choice(CMP_OPS), self.num(2), self.num(1))
+        if c < 0.38:
+            # strings: (in)equality and lexical order
             lit = ("lit", r.choice(STR_POOL))
             ident = ("id", r.choice(STR_IDS))
-            op = r.choice(["=", "<>"])
+            op = r.choice(["=", "<>", "=", "<>"] + CMP_OPS)
+            if r.random() < 0.1:
+                return ("cmp", op, ident, ("id", r.choice(STR_IDS)))
             return ("cmp", op, lit, ident) if r.random() < 0.3 else ("cmp", op, ident, lit)
-        if c < 0.5:
+        if c < 0.45:
             if r.random() < 0.4:
                 return ("id", "flag")
-            return ("cmp", r.choice(["=", "<>"]), ("id", "flag"), ("lit", r.random() < 0.5))
-        if c < 0.6:
-            lo = r.randint(-5, 8)
-            hi = lo + r.randint(-1, 6)
-            if r.random() < 0.3:
-                lo, hi = lo / 2, hi / 2
-            return ("between", r.random() < 0.3, self.num(1), ("lit", lo), ("lit", hi))
-        if c < 0.74:
+            op = r.choice(["=", "<>"]) if r.random() < 0.8 else r.choice(CMP_OPS)
+            return ("cmp", op, ("id", "flag"), ("lit", r.random() < 0.5))
+        if c < 0.55:
+            neg = r.random() < 0.35
+            k = r.random()
+            if k < 0.6:
+                lo = r.randint(-5, 8)
+                hi = lo + r.randint(-1, 6)
+                if r.random() < 0.3:
+                    lo, hi = lo / 2, hi / 2
+                return ("between", neg, self.num(1), ("lit", lo), ("lit", hi))
+            if k < 0.85:  # string bounds, on strings and on anything
+                lo, hi = r.sample(STR_POOL, 2)
+                if r.random() < 0.8:
+                    lo, hi = min(lo, hi), max(lo, hi)
+                x = ("id", r.choice(STR_IDS + ANY_IDS))
+                return ("between", neg, x, ("lit", lo), ("lit", hi))
+            # bounds of mixed types
+            return ("between", neg, ("id", r.choice(ANY_IDS)), self.any_lit(), self.any_lit())
+        if c < 0.66:
             pattern, escape = r.choice(LIKE_PATTERNS)
-            return ("like", r.random() < 0.3, ("id", r.choice(STR_IDS)), pattern, escape)
-        if c < 0.84:
+            ident = r.choice(STR_IDS) if r.random() < 0.8 else r.choice(ANY_IDS)
+            return ("like", r.random() < 0.35, ("id", ident), pattern, escape)
+        if c < 0.75:
             items = r.sample(STR_POOL, r.randint(1, 3))
-            return ("in", r.random() < 0.3, ("id", r.choice(STR_IDS)), items)
-        if c < 0.94:
+            ident = r.choice(STR_IDS) if r.random() < 0.8 else r.choice(ANY_IDS)
+            return ("in", r.random() < 0.35, ("id", ident), items)
+        if c < 0.84:
             return ("isnull", r.random() < 0.5, ("id", r.choice(ANY_IDS)))
         if c < 0.97:
-            return ("cmp", "=", ("id", r.choice(["s", "flag"])), ("lit", r.randint(0, 3)))
+            # anything against a literal of any type: a mismatch is = false,
+            # <> true, ordering false
+            left = ("id", r.choice(ANY_IDS)) if r.random() < 0.8 else self.num(1)
+            lit = self.any_lit()
+            op = r.choice(CMP_OPS)
+            return ("cmp", op, lit, left) if r.random() < 0.25 else ("cmp", op, left, lit)
         return ("lit", r.random() < 0.5)
 
     def cond(self, depth):
@@ -800,8 +899,33 @@ def test_reference_evaluator_self_check():
         (("like", False, ("id", "s"), "re\\_d", "\\"), True),
         (("like", False, ("id", "s"), "r_d", None), False),
         (("between", True, ("id", "b"), ("lit", 1), ("lit", 2)), True),
-        (("cmp", "=", ("id", "s"), ("lit", 1)), None),
         (("isnull", False, ("id", "zz")), True),
+        # Different types: = false, <> true, ordering false; strings order
+        # lexically; LIKE / IN on a non-string false; NULL still unknown.
+        (("cmp", "=", ("id", "s"), ("lit", 1)), False),
+        (("cmp", "<>", ("id", "s"), ("lit", 1)), True),
+        (("not", ("cmp", "=", ("id", "s"), ("lit", 1))), True),
+        (("cmp", ">", ("id", "a"), ("lit", "2")), False),
+        (("cmp", "<=", ("id", "a"), ("lit", "2")), False),
+        (("cmp", "=", ("id", "flag"), ("lit", 0)), False),
+        (("cmp", "<>", ("id", "flag"), ("lit", 0)), True),
+        (("cmp", "<", ("id", "flag"), ("lit", True)), False),
+        (("cmp", "=", ("lit", 1), ("lit", 1.0)), True),
+        (("cmp", "<", ("id", "s"), ("lit", "s")), True),
+        (("cmp", "<", ("id", "s"), ("lit", "re")), False),
+        (("cmp", ">", ("id", "s"), ("lit", "RE_D")), True),
+        (("cmp", "<>", ("id", "zz"), ("lit", 1)), None),
+        (("like", False, ("id", "a"), "%", None), False),
+        (("like", True, ("id", "a"), "%", None), True),
+        (("like", True, ("id", "zz"), "%", None), None),
+        (("in", False, ("id", "flag"), ["False"]), False),
+        (("in", True, ("id", "flag"), ["False"]), True),
+        (("in", True, ("id", "zz"), ["x"]), None),
+        (("between", False, ("id", "s"), ("lit", 1), ("lit", 5)), False),
+        (("between", True, ("id", "s"), ("lit", 1), ("lit", 5)), False),
+        (("between", False, ("id", "s"), ("lit", "r"), ("lit", "s")), True),
+        (("between", True, ("id", "a"), ("lit", "x"), ("lit", 2)), True),
+        (("between", True, ("id", "a"), ("lit", 1), ("id", "zz")), None),
     ]
     for tree, expected in cases:
         assert ref_eval(tree, v) is expected, tree

@@ -29,6 +29,10 @@ pub trait Credentials: Send + Sync {
     /// Whether `password` is right for `username` (SASL PLAIN). Slow on
     /// purpose (key stretching): called off the async threads.
     fn check_plain(&self, username: &str, password: &str) -> bool;
+    /// Answers a SCRAM-SHA-256 client-first message (None: refused).
+    fn scram_start(&self, _client_first: &[u8]) -> Option<(crate::auth::ScramExchange, Vec<u8>)> {
+        None
+    }
     /// The groups of an authenticated user, for access rules.
     fn groups(&self, _user: &str) -> Vec<String> {
         Vec::new()
@@ -173,6 +177,7 @@ where
     if credentials.allow_anonymous() {
         mechanisms.push(Symbol::from("ANONYMOUS"));
     }
+    mechanisms.push(Symbol::from("SCRAM-SHA-256"));
     mechanisms.push(Symbol::from("PLAIN"));
     write_sasl(
         stream,
@@ -206,6 +211,29 @@ where
             };
             check_plain(&response, credentials).await
         }
+        "SCRAM-SHA-256" => {
+            let first = init
+                .initial_response
+                .map(Binary::into_vec)
+                .unwrap_or_default();
+            match scram(stream, buf, &first, credentials.as_ref()).await? {
+                Ok((user, server_final)) => {
+                    write_sasl(
+                        stream,
+                        SaslFrame::Outcome(SaslOutcome {
+                            code: SaslCode::Ok,
+                            additional_data: Some(Binary::from(server_final)),
+                        }),
+                    )
+                    .await?;
+                    return Ok(Identity::User(user));
+                }
+                Err(user) => Err(HandshakeError::AuthFailed {
+                    mechanism: mechanism.clone(),
+                    user,
+                }),
+            }
+        }
         _ => Err(HandshakeError::AuthFailed {
             mechanism: mechanism.clone(),
             user: None,
@@ -225,6 +253,35 @@ where
     )
     .await?;
     result
+}
+
+/// The SCRAM-SHA-256 challenge and response after the client-first
+/// message. Ok(Ok((user, server-final))) on success; Ok(Err(user)) when the
+/// client failed to authenticate (the user it named, if any).
+async fn scram<S>(
+    stream: &mut S,
+    buf: &mut BytesMut,
+    client_first: &[u8],
+    credentials: &dyn Credentials,
+) -> Result<Result<(String, Vec<u8>), Option<String>>, HandshakeError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let Some((exchange, server_first)) = credentials.scram_start(client_first) else {
+        return Ok(Err(None));
+    };
+    let user = exchange.user().to_string();
+    write_sasl(
+        stream,
+        SaslFrame::Challenge(SaslChallenge {
+            challenge: Binary::from(server_first),
+        }),
+    )
+    .await?;
+    let SaslFrame::Response(response) = read_sasl(stream, buf).await? else {
+        return Err(HandshakeError::Sasl("expected sasl-response".into()));
+    };
+    Ok(exchange.finish(&response.response).map_err(|_| Some(user)))
 }
 
 /// Checks a PLAIN response (`authzid NUL authcid NUL password`).
