@@ -9,6 +9,7 @@
 //! - `server`: the accept loop, connection limit and graceful shutdown.
 //! - `config`: the configuration file, its defaults and validation.
 //! - `auth`: user credentials in SCRAM-SHA-256 form and their verification.
+//! - `fuzzing`: entry points of the fuzz targets (tests/fuzz/README.md).
 //! - `tools`: `ordo send`, `ordo receive` and `ordo bench`, on the engine's client role.
 
 #![deny(unsafe_code)]
@@ -17,6 +18,8 @@ pub mod amqp;
 pub mod auth;
 pub mod config;
 pub mod core;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod server;
 pub mod store;
 pub mod tools;
