@@ -77,6 +77,8 @@ fn bullet_list(title: &str, items: &[String]) -> String {
 pub struct Config {
     /// Where clients connect and how connections are negotiated.
     pub listener: ListenerConfig,
+    /// The TLS (amqps) listener and the TLS upgrade on the plain port.
+    pub tls: TlsConfig,
     /// Which SASL mechanisms are offered.
     pub sasl: SaslConfig,
     /// Users who may log in with SASL PLAIN (TOML `[[users]]`).
@@ -135,6 +137,79 @@ impl Default for ListenerConfig {
     }
 }
 
+/// TLS: an `amqps` listener, and the AMQP TLS upgrade (protocol header
+/// `AMQP 2 1 0 0`) on the plain port. On when `cert` and `key` are set.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct TlsConfig {
+    /// PEM file of the server certificate chain, leaf first ("" = TLS off).
+    pub cert: String,
+    /// PEM file of its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key: String,
+    /// Interface of the amqps listener; "" means the `[listener]` address.
+    pub address: String,
+    /// TCP port of the amqps listener; 0 picks a free one.
+    pub port: u16,
+    /// PEM file of the certificate authorities that sign client certificates.
+    pub client_ca: String,
+    /// Whether clients present certificates: `none`, `optional` (verified
+    /// when given) or `required`. A verified certificate offers SASL EXTERNAL.
+    pub client_auth: ClientAuth,
+    /// Accept the AMQP TLS upgrade header on the plain port.
+    pub upgrade: bool,
+    /// Refuse unencrypted connections on the plain port (the upgrade header
+    /// is still accepted).
+    pub required: bool,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        TlsConfig {
+            cert: String::new(),
+            key: String::new(),
+            address: String::new(),
+            port: 5671,
+            client_ca: String::new(),
+            client_auth: ClientAuth::None,
+            upgrade: true,
+            required: false,
+        }
+    }
+}
+
+impl TlsConfig {
+    /// Whether TLS is configured.
+    pub fn enabled(&self) -> bool {
+        !self.cert.is_empty() || !self.key.is_empty()
+    }
+}
+
+/// Whether TLS clients present certificates.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum ClientAuth {
+    /// Not asked for.
+    #[default]
+    None,
+    /// Asked for and verified when given.
+    Optional,
+    /// A connection without a verified certificate fails its TLS handshake.
+    Required,
+}
+
+impl<'de> Deserialize<'de> for ClientAuth {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        match String::deserialize(deserializer)?.as_str() {
+            "none" => Ok(ClientAuth::None),
+            "optional" => Ok(ClientAuth::Optional),
+            "required" => Ok(ClientAuth::Required),
+            other => Err(serde::de::Error::custom(format!(
+                "unknown client-auth `{other}`, expected `none`, `optional` or `required`"
+            ))),
+        }
+    }
+}
+
 /// SASL (authentication) settings.
 #[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
@@ -142,12 +217,21 @@ pub struct SaslConfig {
     /// Offer SASL ANONYMOUS and accept connections with no SASL layer, so a
     /// first client on loopback needs no credentials.
     pub allow_anonymous: bool,
+    /// Failed logins one source address may have within
+    /// `failed-login-window`; past it, its logins are refused (`sys-temp`)
+    /// without checking until the window has passed. 0: no limit.
+    pub max_failed_logins: u32,
+    /// The window of `max-failed-logins`.
+    #[serde(with = "duration")]
+    pub failed_login_window: Duration,
 }
 
 impl Default for SaslConfig {
     fn default() -> Self {
         SaslConfig {
             allow_anonymous: true,
+            max_failed_logins: 10,
+            failed_login_window: Duration::from_secs(60),
         }
     }
 }
@@ -172,6 +256,8 @@ pub struct UserConfig {
 pub struct LimitsConfig {
     /// Open connections at most; further ones are refused. 0 means unlimited.
     pub max_connections: u32,
+    /// Open connections one authenticated user may have; 0 means unlimited.
+    pub max_connections_per_user: u32,
     /// Largest message accepted, in bytes; larger ones are rejected, so one
     /// producer cannot exhaust memory or the store.
     pub max_message_size: u64,
@@ -180,6 +266,13 @@ pub struct LimitsConfig {
     /// Link credit Ordo grants each producer (and tops up as it settles), which
     /// bounds the messages in flight from one producer.
     pub producer_credit: u32,
+    /// Unsettled deliveries one consumer link may hold, whatever credit it
+    /// grants; more wait in the queue until it settles some. 0: no limit.
+    pub max_unsettled_per_link: u32,
+    /// Bytes of queued messages in memory past which producers get no more
+    /// credit; past 1.25 times it their messages are rejected with
+    /// `amqp:resource-limit-exceeded`. 0: 40% of the machine's memory.
+    pub memory_high_watermark: u64,
 }
 
 impl Default for LimitsConfig {
@@ -189,6 +282,9 @@ impl Default for LimitsConfig {
             max_message_size: 64 * 1024 * 1024,
             max_links_per_session: 1024,
             producer_credit: 1000,
+            max_connections_per_user: 0,
+            max_unsettled_per_link: 10_000,
+            memory_high_watermark: 0,
         }
     }
 }

@@ -8,6 +8,8 @@
 //! - `amqp`: Ordo's AMQP 1.0 engine on fe2o3-amqp's frames and types; the only module that knows AMQP.
 //! - `server`: the accept loop, connection limit and graceful shutdown.
 //! - `config`: the configuration file, its defaults and validation.
+//! - `tls`: the rustls server configuration and client certificate identities.
+//! - `limits`: failed logins per source address, connections per user.
 //! - `auth`: user credentials in SCRAM-SHA-256 form and their verification.
 //! - `fuzzing`: entry points of the fuzz targets (tests/fuzz/README.md).
 //! - `tools`: `ordo send`, `ordo receive` and `ordo bench`, on the engine's client role.
@@ -20,6 +22,8 @@ pub mod config;
 pub mod core;
 #[doc(hidden)]
 pub mod fuzzing;
+pub mod limits;
 pub mod server;
 pub mod store;
+pub mod tls;
 pub mod tools;

@@ -81,7 +81,8 @@ struct RunArgs {
     /// Keep the message store in DIR instead of the configured [store] path.
     #[arg(long, value_name = "DIR")]
     data_dir: Option<PathBuf>,
-    /// Once listening, write the bound address (HOST:PORT, one line) to FILE.
+    /// Once listening, write the bound address (HOST:PORT) to FILE, and the
+    /// amqps address on a second line when TLS is on.
     /// The file appears whole (written aside, then renamed) and is removed on a
     /// clean exit, so a script can wait for it.
     #[arg(long, value_name = "FILE")]
@@ -200,8 +201,12 @@ async fn serve(
     reload_on_hangup(server.reloader(), config_path.map(Path::to_path_buf))?;
     let addr: SocketAddr = server.local_addr();
     tracing::info!(%addr, "listening on {addr}");
+    let tls_addr = server.tls_addr();
+    if let Some(tls_addr) = tls_addr {
+        tracing::info!(addr = %tls_addr, "listening for amqps on {tls_addr}");
+    }
     if let Some(port_file) = port_file {
-        write_port_file(port_file, addr)?;
+        write_port_file(port_file, addr, tls_addr)?;
     }
     server.run(shutdown).await?;
     if let Some(port_file) = port_file {
@@ -295,14 +300,22 @@ fn init_tracing(logging: &LoggingConfig) -> anyhow::Result<()> {
 
 /// Writes `addr` to `path` so that readers never see a partial file: written to
 /// a temporary file in the same directory, then renamed over `path`.
-fn write_port_file(path: &Path, addr: SocketAddr) -> anyhow::Result<()> {
+fn write_port_file(
+    path: &Path,
+    addr: SocketAddr,
+    tls_addr: Option<SocketAddr>,
+) -> anyhow::Result<()> {
     let name = path
         .file_name()
         .with_context(|| format!("--port-file {} does not name a file", path.display()))?;
     let mut temporary = name.to_owned();
     temporary.push(format!(".{}.tmp", std::process::id()));
     let temporary = path.with_file_name(temporary);
-    std::fs::write(&temporary, format!("{addr}\n"))
+    let mut text = format!("{addr}\n");
+    if let Some(tls_addr) = tls_addr {
+        text.push_str(&format!("{tls_addr}\n"));
+    }
+    std::fs::write(&temporary, text)
         .with_context(|| format!("cannot write {}", temporary.display()))?;
     std::fs::rename(&temporary, path).with_context(|| {
         format!(

@@ -15,7 +15,7 @@ use tokio::task::JoinSet;
 use tracing::Instrument;
 
 use crate::amqp::handshake::Credentials;
-use crate::amqp::io::{serve, ServeContext};
+use crate::amqp::io::{serve_socket, Listener, ServeContext, Transport};
 use crate::amqp::EngineConfig;
 use crate::auth::{AuthError, Authenticator};
 use crate::config::Config;
@@ -53,9 +53,13 @@ pub enum ServerError {
     /// The `[[access]]` rules are invalid.
     #[error("invalid access rules: {0}")]
     Access(#[from] crate::core::access::AccessError),
+    /// The TLS certificate, key or client CA cannot be used.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
-/// Applies what may change while the broker runs: users, access rules.
+/// Applies what may change while the broker runs: users, access rules,
+/// TLS certificates.
 /// Everything else in a reloaded configuration needs a restart (and is
 /// reported as such when it differs).
 #[derive(Clone)]
@@ -71,12 +75,21 @@ impl Reloader {
     pub fn apply(&self, config: &Config) -> Result<(), ServerError> {
         let credentials: Arc<dyn Credentials> = Arc::new(Authenticator::from_config(config)?);
         let access = crate::core::access::AccessRules::new(config.access.clone())?;
+        let tls = crate::tls::acceptor(&config.tls)?;
+        let tls_listening = self.ctx.tls.read().is_some();
+        if tls.is_some() != tls_listening {
+            tracing::warn!("turning TLS on or off needs a restart; certificates are reloaded only while it is on");
+        }
         *self.ctx.credentials.write() = credentials;
         self.ctx.broker.set_access(access);
+        if tls_listening && tls.is_some() {
+            *self.ctx.tls.write() = tls;
+        }
         tracing::info!(
             users = config.users.len(),
             access_rules = config.access.len(),
-            "configuration reloaded: users and access rules"
+            tls = tls_listening,
+            "configuration reloaded: users, access rules and TLS certificates"
         );
         Ok(())
     }
@@ -114,6 +127,20 @@ impl NodeDefaults for ConfigDefaults {
     }
 }
 
+/// Accepts on `listener`, or waits forever when there is none.
+async fn accept_on(
+    listener: Option<&TcpListener>,
+) -> std::io::Result<(tokio::net::TcpStream, SocketAddr)> {
+    match listener {
+        Some(l) => l.accept().await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Connections past `max-connections` still told why before the socket
+/// is dropped without a word.
+const REFUSALS_IN_FLIGHT: usize = 64;
+
 /// How often queues look for expired messages.
 const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 
@@ -121,6 +148,8 @@ const EXPIRY_INTERVAL: Duration = Duration::from_secs(1);
 pub struct Server {
     /// The listening socket.
     listener: TcpListener,
+    /// The amqps listening socket, when TLS is on.
+    tls_listener: Option<TcpListener>,
     /// What every connection task shares.
     ctx: Arc<ServeContext>,
     /// Connections beyond this are refused (0 = no limit).
@@ -206,17 +235,44 @@ impl Server {
             producer_credit: config.limits.producer_credit.max(1),
             ..EngineConfig::default()
         };
+        let tls = crate::tls::acceptor(&config.tls)?;
         let address = format!("{}:{}", listener_config.address, listener_config.port);
         let listener = TcpListener::bind((listener_config.address.as_str(), listener_config.port))
             .await
             .map_err(|source| ServerError::Bind { address, source })?;
+        let tls_listener = match &tls {
+            None => None,
+            Some(_) => {
+                let host = if config.tls.address.is_empty() {
+                    listener_config.address.as_str()
+                } else {
+                    config.tls.address.as_str()
+                };
+                let address = format!("{host}:{}", config.tls.port);
+                Some(
+                    TcpListener::bind((host, config.tls.port))
+                        .await
+                        .map_err(|source| ServerError::Bind { address, source })?,
+                )
+            }
+        };
         Ok(Server {
             listener,
+            tls_listener,
             ctx: Arc::new(ServeContext {
                 engine: Arc::new(engine),
                 broker,
                 credentials: parking_lot::RwLock::new(credentials),
                 handshake_timeout: listener_config.handshake_timeout,
+                tls: parking_lot::RwLock::new(tls),
+                tls_upgrade: config.tls.upgrade,
+                tls_required: config.tls.required,
+                limiter: crate::limits::LoginLimiter::new(
+                    config.sasl.max_failed_logins,
+                    config.sasl.failed_login_window,
+                ),
+                users: Arc::default(),
+                max_connections_per_user: config.limits.max_connections_per_user,
             }),
             max_connections: config.limits.max_connections as usize,
             journal,
@@ -236,6 +292,11 @@ impl Server {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The bound amqps address, when TLS is on.
+    pub fn tls_addr(&self) -> Option<SocketAddr> {
+        self.tls_listener.as_ref().and_then(|l| l.local_addr().ok())
     }
 
     /// The broker's nodes (for embedding and tests).
@@ -273,41 +334,73 @@ impl Server {
                 }
             }
         });
+        let tls_listener = self.tls_listener;
         loop {
-            tokio::select! {
-                accepted = self.listener.accept() => {
-                    let (socket, peer) = match accepted {
-                        Ok(pair) => pair,
-                        Err(e) => {
-                            // Out of file descriptors and the like: keep serving.
-                            tracing::warn!(error = %e, "accept failed");
-                            tokio::time::sleep(Duration::from_millis(50)).await;
-                            continue;
-                        }
-                    };
-                    if self.max_connections > 0 && tasks.len() >= self.max_connections {
-                        tracing::warn!(%peer, limit = self.max_connections, "connection refused: limit reached");
-                        drop(socket);
-                        continue;
-                    }
-                    let _ = socket.set_nodelay(true);
-                    let id = ids.fetch_add(1, Ordering::Relaxed);
-                    let span = tracing::info_span!("conn", id, %peer);
-                    tasks.spawn(serve(socket, Arc::clone(&self.ctx), stop_rx.clone()).instrument(span));
-                }
+            let (accepted, kind) = tokio::select! {
+                accepted = self.listener.accept() => (accepted, Listener::Plain),
+                // Both accepts are cancel-safe: a select that picks the other
+                // branch loses no connection.
+                accepted = accept_on(tls_listener.as_ref()) => (accepted, Listener::Tls),
                 Some(done) = tasks.join_next(), if !tasks.is_empty() => {
                     if let Err(e) = done {
                         if e.is_panic() {
                             tracing::error!(error = %e, "connection task panicked");
                         }
                     }
+                    continue;
                 }
                 () = &mut shutdown => break,
+            };
+            let (socket, peer) = match accepted {
+                Ok(pair) => pair,
+                Err(e) => {
+                    // Out of file descriptors and the like: keep serving.
+                    tracing::warn!(error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            };
+            let mut refusal = None;
+            if self.max_connections > 0 && tasks.len() >= self.max_connections {
+                // A few over the limit are told why (a Close with
+                // resource-limit-exceeded after their Open); beyond that the
+                // socket is dropped, so a flood costs nothing.
+                if tasks.len() >= self.max_connections + REFUSALS_IN_FLIGHT {
+                    tracing::warn!(%peer, limit = self.max_connections, "connection dropped: limit reached");
+                    drop(socket);
+                    continue;
+                }
+                tracing::warn!(%peer, limit = self.max_connections, "connection refused: limit reached");
+                refusal = Some(crate::amqp::error::cond::resource_limit(format!(
+                    "the broker has {} connections open, the most allowed",
+                    self.max_connections
+                )));
             }
+            let _ = socket.set_nodelay(true);
+            let id = ids.fetch_add(1, Ordering::Relaxed);
+            let span = tracing::info_span!("conn", id, %peer, tls = kind == Listener::Tls);
+            let transport = Transport {
+                peer,
+                certificate: None,
+                initial: bytes::BytesMut::new(),
+                accepted: tokio::time::Instant::now(),
+                refusal,
+            };
+            tasks.spawn(
+                serve_socket(
+                    socket,
+                    kind,
+                    transport,
+                    Arc::clone(&self.ctx),
+                    stop_rx.clone(),
+                )
+                .instrument(span),
+            );
         }
         tracing::info!(connections = tasks.len(), "shutting down");
         expiry.abort();
         drop(self.listener);
+        drop(tls_listener);
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while tasks.join_next().await.is_some() {}

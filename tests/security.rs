@@ -207,3 +207,117 @@ async fn scram_sha_256_logs_in_with_the_stored_credential_only() {
         .is_err());
     assert!(!broker.log().contains("secret\""));
 }
+
+/// Opens (and keeps) a connection that can begin a session, or says why
+/// not (a refusal after the Open comes as the Close's error).
+async fn try_open(url: &str) -> Result<ConnectionHandle<()>, String> {
+    let mut c = match timeout(DEADLINE, Connection::open("limits", url)).await {
+        Ok(r) => r.map_err(|e| format!("{e:?}"))?,
+        Err(_) => return Err("timed out".into()),
+    };
+    match timeout(DEADLINE, Session::begin(&mut c)).await {
+        Ok(Ok(mut s)) => {
+            s.end().await.map_err(|e| format!("{e:?}"))?;
+            Ok(c)
+        }
+        Ok(Err(begin)) => Err(format!("{begin:?}; close: {:?}", c.close().await)),
+        Err(_) => Err("begin timed out".into()),
+    }
+}
+
+#[tokio::test]
+async fn failed_logins_are_rate_limited_per_source_address() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    write(
+        &mut file,
+        &config("").replace(
+            "allow-anonymous = true",
+            "allow-anonymous = true\nmax-failed-logins = 3\nfailed-login-window = \"3s\"",
+        ),
+    );
+    let broker = Broker::start_with(Some(file.path()));
+    for _ in 0..3 {
+        let e = try_open(&broker.url_as("alice", "guess"))
+            .await
+            .unwrap_err();
+        assert!(e.contains("Auth"), "{e}");
+    }
+    // Even the right password is refused now, without being checked...
+    let e = try_open(&broker.url_as("alice", "secret"))
+        .await
+        .unwrap_err();
+    assert!(e.contains("SysTemp"), "refused as temporary: {e}");
+    // ...and SCRAM too; ANONYMOUS checks nothing and is not limited.
+    assert!(scram(&broker.addr.to_string(), "alice", "secret")
+        .await
+        .is_err());
+    try_open(&broker.url())
+        .await
+        .unwrap()
+        .close()
+        .await
+        .unwrap();
+    assert!(broker.log().contains("too many failed logins"));
+    // Once the failures are older than the window, the address may try again.
+    let started = std::time::Instant::now();
+    loop {
+        match try_open(&broker.url_as("alice", "secret")).await {
+            Ok(mut c) => {
+                c.close().await.unwrap();
+                break;
+            }
+            Err(e) => {
+                assert!(started.elapsed() < DEADLINE, "still refused: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn connection_limits_total_and_per_user_close_with_resource_limit_exceeded() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    write(
+        &mut file,
+        &format!(
+            "[limits]\nmax-connections = 3\nmax-connections-per-user = 2\n{}",
+            config("")
+        ),
+    );
+    let broker = Broker::start_with(Some(file.path()));
+    let alice = broker.url_as("alice", "secret");
+    let mut a1 = try_open(&alice).await.unwrap();
+    let mut a2 = try_open(&alice).await.unwrap();
+    let e = try_open(&alice).await.unwrap_err();
+    assert!(e.contains("ResourceLimitExceeded"), "alice's third: {e}");
+    // Bob has his own count; then the broker is full for everyone.
+    let mut b1 = try_open(&broker.url_as("bob", "secret")).await.unwrap();
+    let e = try_open(&broker.url()).await.unwrap_err();
+    assert!(
+        e.contains("ResourceLimitExceeded"),
+        "fourth connection: {e}"
+    );
+    // Those open carry on; a closed one frees its place.
+    let (_, mut s) = (0, Session::begin(&mut a1).await.unwrap());
+    let mut sender = Sender::attach(&mut s, "p", "limits.q").await.unwrap();
+    sender.send("still here".to_string()).await.unwrap();
+    sender.close().await.unwrap();
+    s.end().await.unwrap();
+    a2.close().await.unwrap();
+    let mut again = loop {
+        // The broker notices the close a moment after the client does.
+        match try_open(&alice).await {
+            Ok(c) => break c,
+            Err(e) => assert!(e.contains("ResourceLimitExceeded"), "{e}"),
+        }
+    };
+    again.close().await.unwrap();
+    a1.close().await.unwrap();
+    b1.close().await.unwrap();
+    let log = broker.log();
+    assert!(
+        log.contains("the user's connection limit is reached"),
+        "{log}"
+    );
+    assert!(log.contains("connection refused: limit reached"), "{log}");
+}

@@ -131,6 +131,8 @@ pub struct Connection {
     id: u64,
     /// Who the peer authenticated as (access rules).
     principal: Principal,
+    /// Close with this error as soon as the peer has opened (a limit).
+    refusal: Option<AmqpError>,
 }
 
 impl Connection {
@@ -159,7 +161,14 @@ impl Connection {
             transactions: Transactions::default(),
             id,
             principal: Principal::anonymous(),
+            refusal: None,
         }
+    }
+
+    /// Answers the peer's Open with ours, then closes with `error`: the
+    /// client learns why it cannot have this connection (a limit).
+    pub fn refuse(&mut self, error: AmqpError) {
+        self.refusal = Some(error);
     }
 
     /// Sets who the peer is (after SASL).
@@ -298,6 +307,9 @@ impl Connection {
         };
         self.out.frame(0, &reply);
         self.state = State::Open;
+        if let Some(e) = self.refusal.take() {
+            self.close(Some(e));
+        }
     }
 
     /// The peer's Close: end everything and answer.

@@ -14,6 +14,7 @@ use fe2o3_amqp::types::sasl::{SaslChallenge, SaslCode, SaslMechanisms, SaslOutco
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
 use super::frame::{self, FrameError};
+use crate::limits::LoginLimiter;
 
 /// The AMQP protocol header (protocol id 0).
 pub const AMQP_HEADER: [u8; 8] = *b"AMQP\x00\x01\x00\x00";
@@ -44,8 +45,30 @@ pub trait Credentials: Send + Sync {
 pub enum Identity {
     /// No credentials (plain AMQP or SASL ANONYMOUS).
     Anonymous,
-    /// Authenticated with SASL PLAIN.
+    /// Authenticated with SASL PLAIN, SCRAM-SHA-256 or EXTERNAL.
     User(String),
+}
+
+/// What the handshake knows about the peer besides its bytes.
+#[derive(Debug, Clone, Copy)]
+pub struct Peer<'a> {
+    /// Its source address (login rate limiting).
+    pub addr: std::net::IpAddr,
+    /// The name its verified TLS client certificate carries (SASL EXTERNAL).
+    pub certificate: Option<&'a str>,
+    /// Failed logins per source address.
+    pub limiter: Option<&'a LoginLimiter>,
+}
+
+impl Peer<'_> {
+    /// A peer with no certificate and no login limit (tests, fuzzing).
+    pub fn local() -> Peer<'static> {
+        Peer {
+            addr: std::net::IpAddr::from([127, 0, 0, 1]),
+            certificate: None,
+            limiter: None,
+        }
+    }
 }
 
 /// Why a handshake ended without a connection.
@@ -57,6 +80,9 @@ pub enum HandshakeError {
     /// Plain AMQP without SASL where anonymous access is off.
     #[error("SASL is required on this listener")]
     SaslRequired,
+    /// The source address failed to log in too often lately.
+    #[error("login refused: too many failed logins from this address")]
+    RateLimited,
     /// Authentication failed.
     #[error("authentication failed (mechanism {mechanism}{})", user.as_deref().map(|u| format!(", user '{u}'")).unwrap_or_default())]
     AuthFailed {
@@ -82,6 +108,7 @@ pub async fn handshake<S>(
     stream: &mut S,
     buf: &mut BytesMut,
     credentials: Arc<dyn Credentials>,
+    peer: Peer<'_>,
 ) -> Result<Identity, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
@@ -98,7 +125,7 @@ where
         }
         SASL_HEADER => {
             stream.write_all(&SASL_HEADER).await?;
-            let identity = sasl(stream, buf, credentials).await?;
+            let identity = sasl(stream, buf, credentials, peer).await?;
             let header = read_header(stream, buf).await?;
             if header != AMQP_HEADER {
                 stream.write_all(&AMQP_HEADER).await?;
@@ -164,16 +191,20 @@ async fn write_sasl<S: AsyncWrite + Unpin>(
 }
 
 /// The SASL exchange: mechanisms, init (and a response for PLAIN without
-/// an initial response), outcome.
+/// an initial response, or SCRAM's challenge and response), outcome.
 async fn sasl<S>(
     stream: &mut S,
     buf: &mut BytesMut,
     credentials: Arc<dyn Credentials>,
+    peer: Peer<'_>,
 ) -> Result<Identity, HandshakeError>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let mut mechanisms = Vec::new();
+    if peer.certificate.is_some() {
+        mechanisms.push(Symbol::from("EXTERNAL"));
+    }
     if credentials.allow_anonymous() {
         mechanisms.push(Symbol::from("ANONYMOUS"));
     }
@@ -190,8 +221,30 @@ where
         return Err(HandshakeError::Sasl("expected sasl-init".into()));
     };
     let mechanism = init.mechanism.as_str().to_string();
+    let now = std::time::Instant::now();
+    let checked = !matches!(mechanism.as_str(), "ANONYMOUS" | "EXTERNAL");
+    if checked && peer.limiter.is_some_and(|l| !l.allowed(peer.addr, now)) {
+        outcome(stream, SaslCode::SysTemp, None).await?;
+        return Err(HandshakeError::RateLimited);
+    }
+    let fail = |user: Option<String>| HandshakeError::AuthFailed {
+        mechanism: mechanism.clone(),
+        user,
+    };
     let result = match mechanism.as_str() {
-        "ANONYMOUS" if credentials.allow_anonymous() => Ok(Identity::Anonymous),
+        "ANONYMOUS" if credentials.allow_anonymous() => Ok((Identity::Anonymous, None)),
+        "EXTERNAL" => match peer.certificate {
+            // RFC 4422 appendix A: an empty authorization identity (or the
+            // certificate's own name) means the certificate's identity.
+            Some(name) => match init.initial_response.as_ref().map(|r| r.as_slice()) {
+                None | Some(b"") => Ok((Identity::User(name.to_owned()), None)),
+                Some(asked) if asked == name.as_bytes() => {
+                    Ok((Identity::User(name.to_owned()), None))
+                }
+                Some(_) => Err(fail(Some(name.to_owned()))),
+            },
+            None => Err(fail(None)),
+        },
         "PLAIN" => {
             let response = match init.initial_response {
                 Some(r) => r.into_vec(),
@@ -209,7 +262,9 @@ where
                     }
                 }
             };
-            check_plain(&response, credentials).await
+            check_plain(&response, credentials)
+                .await
+                .map(|identity| (identity, None))
         }
         "SCRAM-SHA-256" => {
             let first = init
@@ -217,42 +272,43 @@ where
                 .map(Binary::into_vec)
                 .unwrap_or_default();
             match scram(stream, buf, &first, credentials.as_ref()).await? {
-                Ok((user, server_final)) => {
-                    write_sasl(
-                        stream,
-                        SaslFrame::Outcome(SaslOutcome {
-                            code: SaslCode::Ok,
-                            additional_data: Some(Binary::from(server_final)),
-                        }),
-                    )
-                    .await?;
-                    return Ok(Identity::User(user));
-                }
-                Err(user) => Err(HandshakeError::AuthFailed {
-                    mechanism: mechanism.clone(),
-                    user,
-                }),
+                Ok((user, server_final)) => Ok((Identity::User(user), Some(server_final))),
+                Err(user) => Err(fail(user)),
             }
         }
-        _ => Err(HandshakeError::AuthFailed {
-            mechanism: mechanism.clone(),
-            user: None,
-        }),
+        _ => Err(fail(None)),
     };
-    let code = if result.is_ok() {
-        SaslCode::Ok
-    } else {
-        SaslCode::Auth
-    };
+    match result {
+        Ok((identity, additional)) => {
+            outcome(stream, SaslCode::Ok, additional).await?;
+            Ok(identity)
+        }
+        Err(e) => {
+            if checked {
+                if let Some(limiter) = peer.limiter {
+                    limiter.failed(peer.addr, now);
+                }
+            }
+            outcome(stream, SaslCode::Auth, None).await?;
+            Err(e)
+        }
+    }
+}
+
+/// Sends the sasl-outcome.
+async fn outcome<S: AsyncWrite + Unpin>(
+    stream: &mut S,
+    code: SaslCode,
+    additional_data: Option<Vec<u8>>,
+) -> Result<(), HandshakeError> {
     write_sasl(
         stream,
         SaslFrame::Outcome(SaslOutcome {
             code,
-            additional_data: None,
+            additional_data: additional_data.map(Binary::from),
         }),
     )
-    .await?;
-    result
+    .await
 }
 
 /// The SCRAM-SHA-256 challenge and response after the client-first

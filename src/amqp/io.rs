@@ -15,6 +15,11 @@ use super::error::cond;
 use super::handshake::{self, Credentials, HandshakeError};
 use crate::core::access::Principal;
 use crate::core::Broker;
+use crate::limits::{LoginLimiter, UserConnections};
+use crate::tls::TLS_HEADER;
+use fe2o3_amqp::types::definitions::Error as AmqpError;
+use tokio::net::TcpStream;
+use tokio_rustls::TlsAcceptor;
 
 /// Stop reading while this much output waits to be written: a peer that
 /// does not read cannot make us buffer without bound.
@@ -32,21 +37,166 @@ pub struct ServeContext {
     pub credentials: parking_lot::RwLock<Arc<dyn Credentials>>,
     /// Time allowed from accept to the end of SASL.
     pub handshake_timeout: Duration,
+    /// TLS, when configured (replaced when the configuration is reloaded).
+    pub tls: parking_lot::RwLock<Option<TlsAcceptor>>,
+    /// Accept the TLS upgrade header on the plain port.
+    pub tls_upgrade: bool,
+    /// Refuse unencrypted connections on the plain port.
+    pub tls_required: bool,
+    /// Failed logins per source address.
+    pub limiter: LoginLimiter,
+    /// Open connections per user.
+    pub users: Arc<UserConnections>,
+    /// Connections one user may have open (0: unlimited).
+    pub max_connections_per_user: u32,
+}
+
+/// Which listener a socket came in on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Listener {
+    /// The plain AMQP port (TLS only through the upgrade header).
+    Plain,
+    /// The amqps port: TLS from the first byte.
+    Tls,
+}
+
+/// What a connection task knows about its socket before the AMQP handshake.
+pub struct Transport {
+    /// The peer's address.
+    pub peer: std::net::SocketAddr,
+    /// The name in the peer's verified TLS client certificate.
+    pub certificate: Option<String>,
+    /// Bytes already read from the stream.
+    pub initial: BytesMut,
+    /// When the socket was accepted (the handshake timeout counts from it).
+    pub accepted: Instant,
+    /// Close the connection with this error right after its Open (a limit
+    /// was reached), so the client learns why.
+    pub refusal: Option<AmqpError>,
+}
+
+/// Runs a TCP connection: TLS first on the amqps listener or after the
+/// TLS upgrade header on the plain one, then [`serve`].
+pub async fn serve_socket(
+    mut socket: TcpStream,
+    listener: Listener,
+    mut transport: Transport,
+    ctx: Arc<ServeContext>,
+    shutdown: watch::Receiver<bool>,
+) {
+    let deadline = transport.accepted + ctx.handshake_timeout;
+    let tls = if listener == Listener::Tls {
+        // Some clients (fe2o3-amqp by default) send the AMQP TLS header
+        // before their ClientHello even on the amqps port: answer it.
+        let mut first = [0u8; 1];
+        let peeked = tokio::time::timeout_at(deadline, socket.peek(&mut first)).await;
+        if !matches!(peeked, Ok(Ok(1))) {
+            tracing::debug!("connection ended before TLS");
+            return;
+        }
+        if first[0] == b'A' {
+            let mut header = [0u8; 8];
+            let read = tokio::time::timeout_at(deadline, socket.read_exact(&mut header)).await;
+            if !matches!(read, Ok(Ok(_))) || header != TLS_HEADER {
+                tracing::warn!(header = ?header, "amqps listener: not a TLS handshake");
+                let _ = socket.write_all(&TLS_HEADER).await;
+                let _ = socket.shutdown().await;
+                return;
+            }
+            if socket.write_all(&TLS_HEADER).await.is_err() {
+                return;
+            }
+        }
+        true
+    } else {
+        // Up to the 8 header bytes, never more: what follows a TLS header
+        // belongs to the TLS handshake.
+        let mut header = [0u8; 8];
+        let mut n = 0;
+        let read = tokio::time::timeout_at(deadline, async {
+            while n < 8 && b"AMQP".starts_with(&header[..n.min(4)]) {
+                match socket.read(&mut header[n..]).await {
+                    Ok(0) | Err(_) => return false,
+                    Ok(k) => n += k,
+                }
+            }
+            true
+        })
+        .await;
+        if !matches!(read, Ok(true)) {
+            tracing::debug!("connection ended before its protocol header");
+            return;
+        }
+        let upgrade = header == TLS_HEADER && ctx.tls_upgrade && ctx.tls.read().is_some();
+        if !upgrade && ctx.tls_required {
+            tracing::warn!("unencrypted connection refused: TLS is required");
+            let _ = socket.write_all(&TLS_HEADER).await;
+            let _ = socket.shutdown().await;
+            return;
+        }
+        if upgrade {
+            if socket.write_all(&TLS_HEADER).await.is_err() {
+                return;
+            }
+        } else {
+            transport.initial.extend_from_slice(&header[..n]);
+        }
+        upgrade
+    };
+    if !tls {
+        serve(socket, transport, ctx, shutdown).await;
+        return;
+    }
+    let Some(acceptor) = ctx.tls.read().clone() else {
+        return;
+    };
+    let stream = match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
+        Ok(Ok(stream)) => stream,
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, "TLS handshake failed");
+            return;
+        }
+        Err(_) => {
+            tracing::warn!("TLS handshake timed out");
+            return;
+        }
+    };
+    let (_, session) = stream.get_ref();
+    transport.certificate = session
+        .peer_certificates()
+        .and_then(|chain| chain.first())
+        .and_then(crate::tls::certificate_identity);
+    tracing::debug!(
+        version = ?session.protocol_version(),
+        certificate = transport.certificate.as_deref(),
+        "TLS established"
+    );
+    serve(stream, transport, ctx, shutdown).await;
 }
 
 /// Runs a connection to its end. `shutdown` turning true closes it with
 /// `amqp:connection:forced`.
-pub async fn serve<S>(mut stream: S, ctx: Arc<ServeContext>, mut shutdown: watch::Receiver<bool>)
-where
+pub async fn serve<S>(
+    mut stream: S,
+    transport: Transport,
+    ctx: Arc<ServeContext>,
+    mut shutdown: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let mut input = BytesMut::with_capacity(64 * 1024);
+    let mut input = transport.initial;
+    input.reserve(64 * 1024);
     let credentials = Arc::clone(&ctx.credentials.read());
-    // The whole handshake, Open included, must finish by then.
-    let open_deadline = Instant::now() + ctx.handshake_timeout;
-    let handshake = timeout(
-        ctx.handshake_timeout,
-        handshake::handshake(&mut stream, &mut input, Arc::clone(&credentials)),
+    // The whole handshake, TLS and Open included, must finish by then.
+    let open_deadline = transport.accepted + ctx.handshake_timeout;
+    let peer = handshake::Peer {
+        addr: transport.peer.ip(),
+        certificate: transport.certificate.as_deref(),
+        limiter: Some(&ctx.limiter),
+    };
+    let handshake = tokio::time::timeout_at(
+        open_deadline,
+        handshake::handshake(&mut stream, &mut input, Arc::clone(&credentials), peer),
     );
     // A shutdown does not wait for a client that is still shaking hands.
     let outcome = tokio::select! {
@@ -73,6 +223,22 @@ where
         }
     };
     tracing::debug!(?identity, "handshake complete");
+    let mut refusal = transport.refusal;
+    let mut _slot = None;
+    if let handshake::Identity::User(user) = &identity {
+        match ctx.users.acquire(user, ctx.max_connections_per_user) {
+            Some(slot) => _slot = Some(slot),
+            None => {
+                tracing::warn!(user = %user, limit = ctx.max_connections_per_user, "connection refused: the user's connection limit is reached");
+                refusal.get_or_insert_with(|| {
+                    cond::resource_limit(format!(
+                        "user '{user}' has {} connections open, the most allowed",
+                        ctx.max_connections_per_user
+                    ))
+                });
+            }
+        }
+    }
     let principal = match identity {
         handshake::Identity::Anonymous => Principal::anonymous(),
         handshake::Identity::User(user) => Principal {
@@ -86,6 +252,9 @@ where
         Instant::now().into_std(),
     );
     conn.set_principal(principal);
+    if let Some(e) = refusal {
+        conn.refuse(e);
+    }
     let outbox = conn.outbox();
     // The client may have pipelined its Open behind its protocol header.
     if !input.is_empty() {

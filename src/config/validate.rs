@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::Config;
+use super::{ClientAuth, Config};
 use crate::auth::ScramCredential;
 use crate::core::settings::pattern_problem;
 
@@ -15,6 +15,7 @@ const MIN_MAX_FRAME_SIZE: u32 = 512;
 pub(super) fn problems(config: &Config) -> Vec<String> {
     let mut problems = Vec::new();
     listener(config, &mut problems);
+    tls(config, &mut problems);
     users(config, &mut problems);
     limits(config, &mut problems);
     if config.store.path.as_os_str().is_empty() {
@@ -60,6 +61,40 @@ fn listener(config: &Config, problems: &mut Vec<String>) {
     }
 }
 
+fn tls(config: &Config, problems: &mut Vec<String>) {
+    let tls = &config.tls;
+    if !tls.enabled() {
+        if tls.client_auth != ClientAuth::None || !tls.client_ca.is_empty() || tls.required {
+            problems.push(
+                "tls.client-auth, tls.client-ca and tls.required need tls.cert and tls.key"
+                    .to_owned(),
+            );
+        }
+        return;
+    }
+    if tls.cert.is_empty() || tls.key.is_empty() {
+        problems.push("tls.cert and tls.key go together: set both, or neither".to_owned());
+    }
+    if tls.client_auth != ClientAuth::None && tls.client_ca.is_empty() {
+        problems.push(
+            "tls.client-auth needs tls.client-ca, the authorities that sign client certificates"
+                .to_owned(),
+        );
+    }
+    if tls.client_auth == ClientAuth::None && !tls.client_ca.is_empty() {
+        problems.push(
+            "tls.client-ca is set but tls.client-auth = \"none\": set it to \"optional\" or \"required\""
+                .to_owned(),
+        );
+    }
+    if tls.port != 0 && tls.port == config.listener.port && tls.address.is_empty() {
+        problems.push(format!(
+            "tls.port = {} is the [listener] port; the amqps listener needs its own",
+            tls.port
+        ));
+    }
+}
+
 fn users(config: &Config, problems: &mut Vec<String>) {
     let mut seen: HashMap<&str, usize> = HashMap::new();
     for (index, user) in config.users.iter().enumerate() {
@@ -78,9 +113,10 @@ fn users(config: &Config, problems: &mut Vec<String>) {
             ));
         }
     }
-    if !config.sasl.allow_anonymous && config.users.is_empty() {
+    let certificates = config.tls.enabled() && config.tls.client_auth != ClientAuth::None;
+    if !config.sasl.allow_anonymous && config.users.is_empty() && !certificates {
         problems.push(
-            "sasl.allow-anonymous = false and no [[users]]: no client could ever connect"
+            "sasl.allow-anonymous = false, no [[users]] and no TLS client certificates: no client could ever connect"
                 .to_owned(),
         );
     }

@@ -21,6 +21,8 @@ pub struct Broker {
     child: Child,
     /// Where it listens.
     pub addr: SocketAddr,
+    /// Where it listens for amqps, when TLS is on.
+    pub tls_addr: Option<SocketAddr>,
     /// Its data directory and files (removed on drop).
     pub dir: tempfile::TempDir,
     /// Everything it logged so far (every run, for a restarted broker).
@@ -31,7 +33,11 @@ pub struct Broker {
 
 /// Runs `ordo run` on a free loopback port with its data in `dir/data`,
 /// appending its log to `log`; returns once it wrote its port file.
-fn spawn(dir: &Path, config: Option<&Path>, log: &Arc<Mutex<String>>) -> (Child, SocketAddr) {
+fn spawn(
+    dir: &Path,
+    config: Option<&Path>,
+    log: &Arc<Mutex<String>>,
+) -> (Child, SocketAddr, Option<SocketAddr>) {
     let port_file = dir.join("port");
     let _ = std::fs::remove_file(&port_file);
     let mut command = Command::new(env!("CARGO_BIN_EXE_ordo"));
@@ -66,10 +72,11 @@ fn spawn(dir: &Path, config: Option<&Path>, log: &Arc<Mutex<String>>) -> (Child,
         }
     });
     let started = Instant::now();
-    let addr = loop {
+    let (addr, tls_addr) = loop {
         if let Ok(text) = std::fs::read_to_string(&port_file) {
-            if let Ok(addr) = text.trim().parse() {
-                break addr;
+            let mut lines = text.lines();
+            if let Some(Ok(addr)) = lines.next().map(str::parse) {
+                break (addr, lines.next().and_then(|l| l.parse().ok()));
             }
         }
         if let Ok(Some(status)) = child.try_wait() {
@@ -78,7 +85,7 @@ fn spawn(dir: &Path, config: Option<&Path>, log: &Arc<Mutex<String>>) -> (Child,
         assert!(started.elapsed() < DEADLINE, "ordo did not start");
         std::thread::sleep(Duration::from_millis(10));
     };
-    (child, addr)
+    (child, addr, tls_addr)
 }
 
 /// A config fixture from tests/configs/.
@@ -98,10 +105,11 @@ impl Broker {
     pub fn start_with(config: Option<&Path>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let log = Arc::new(Mutex::new(String::new()));
-        let (child, addr) = spawn(dir.path(), config, &log);
+        let (child, addr, tls_addr) = spawn(dir.path(), config, &log);
         Self {
             child,
             addr,
+            tls_addr,
             dir,
             log,
             config: config.map(Path::to_path_buf),
@@ -120,7 +128,8 @@ impl Broker {
     pub fn restart(&mut self) {
         self.kill9();
         self.log.lock().unwrap().push_str("---- restart ----\n");
-        let (child, addr) = spawn(self.dir.path(), self.config.as_deref(), &self.log);
+        let (child, addr, tls_addr) = spawn(self.dir.path(), self.config.as_deref(), &self.log);
+        self.tls_addr = tls_addr;
         self.child = child;
         self.addr = addr;
     }
