@@ -3,6 +3,19 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+/// jemalloc gives memory back to the OS once connections and messages are
+/// gone (glibc malloc keeps its fragmented arenas).
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
+/// jemalloc's options: a background thread returns unused pages to the OS
+/// within about a second instead of when the next allocation happens to
+/// trigger it.
+#[allow(unsafe_code)]
+#[export_name = "_rjem_malloc_conf"]
+pub static MALLOC_CONF: &[u8; 63] =
+    b"background_thread:true,dirty_decay_ms:1000,muzzy_decay_ms:1000\0";
+
 use std::future::Future;
 use std::io::{BufRead, IsTerminal, Write};
 use std::net::SocketAddr;

@@ -127,6 +127,49 @@ impl NodeDefaults for ConfigDefaults {
     }
 }
 
+/// 40% of the machine's memory (RabbitMQ's default), or 2 GiB when it
+/// cannot be read.
+fn default_high_watermark() -> u64 {
+    let total = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|text| {
+            let line = text.lines().find(|l| l.starts_with("MemTotal:"))?;
+            let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+            Some(kib * 1024)
+        });
+    total.map_or(2 << 30, |bytes| bytes / 10 * 4)
+}
+
+/// Connections the kernel queues for us before we accept them: enough for
+/// a burst of reconnecting clients (the OS caps it at net.core.somaxconn).
+const LISTEN_BACKLOG: u32 = 4096;
+
+/// Binds a listening socket on the first address `host` resolves to.
+async fn bind(host: &str, port: u16) -> std::io::Result<TcpListener> {
+    let mut last = None;
+    for addr in tokio::net::lookup_host((host, port)).await? {
+        let socket = if addr.is_ipv4() {
+            tokio::net::TcpSocket::new_v4()?
+        } else {
+            tokio::net::TcpSocket::new_v6()?
+        };
+        socket.set_reuseaddr(true)?;
+        match socket
+            .bind(addr)
+            .and_then(|()| socket.listen(LISTEN_BACKLOG))
+        {
+            Ok(listener) => return Ok(listener),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| {
+        std::io::Error::new(
+            std::io::ErrorKind::NotFound,
+            format!("{host} resolves to no address"),
+        )
+    }))
+}
+
 /// Accepts on `listener`, or waits forever when there is none.
 async fn accept_on(
     listener: Option<&TcpListener>,
@@ -214,6 +257,15 @@ impl Server {
             source,
         })?;
         broker.set_access(access);
+        let high_watermark = match config.limits.memory_high_watermark {
+            0 => default_high_watermark(),
+            bytes => bytes,
+        };
+        broker.set_memory_high_watermark(high_watermark);
+        tracing::info!(
+            high_watermark,
+            "memory high-water mark (bytes of queued messages)"
+        );
         tracing::info!(
             queues = report.queues,
             messages = report.messages,
@@ -233,11 +285,12 @@ impl Server {
             max_message_size: config.limits.max_message_size,
             handle_max: config.limits.max_links_per_session.saturating_sub(1),
             producer_credit: config.limits.producer_credit.max(1),
+            max_unsettled_per_link: config.limits.max_unsettled_per_link,
             ..EngineConfig::default()
         };
         let tls = crate::tls::acceptor(&config.tls)?;
         let address = format!("{}:{}", listener_config.address, listener_config.port);
-        let listener = TcpListener::bind((listener_config.address.as_str(), listener_config.port))
+        let listener = bind(listener_config.address.as_str(), listener_config.port)
             .await
             .map_err(|source| ServerError::Bind { address, source })?;
         let tls_listener = match &tls {
@@ -250,7 +303,7 @@ impl Server {
                 };
                 let address = format!("{host}:{}", config.tls.port);
                 Some(
-                    TcpListener::bind((host, config.tls.port))
+                    bind(host, config.tls.port)
                         .await
                         .map_err(|source| ServerError::Bind { address, source })?,
                 )

@@ -4,19 +4,32 @@ Each Broker gets its own temporary directory holding its config file, data
 directory, port file and log. start() waits (bounded) for the port file;
 stop() sends SIGTERM and insists on a clean exit (status 0) within a few
 seconds, which is part of what the tests check.
+
+The port file's first line is the plain address (HOST:PORT); with TLS on, its
+second line is the amqps address (`tls_address`). reload() sends SIGHUP and
+waits for the broker to say it re-read its config. make_pki() makes the test
+certificates of the TLS tests (interop-tests/pki.sh).
 """
 
 import os
 import re
+import shutil
 import signal
 import subprocess
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
+PKI_SCRIPT = REPO / "interop-tests" / "pki.sh"
 
 START_TIMEOUT = 15.0
 STOP_TIMEOUT = 5.0
+RELOAD_TIMEOUT = 10.0
+
+# What the broker logs once a SIGHUP reload was applied (src/server.rs,
+# Reloader::apply), and when it was refused (src/main.rs, reload_on_hangup).
+RELOADED = r"configuration reloaded"
+RELOAD_REFUSED = r"reload refused"
 
 DEFAULT_CONFIG = """\
 [listener]
@@ -49,6 +62,15 @@ def hash_password(password):
     return out.stdout.strip()
 
 
+def make_pki(directory):
+    """Runs interop-tests/pki.sh in `directory` (see that script for the files
+    it makes) and returns the directory as a Path."""
+    directory = Path(directory)
+    subprocess.run(["bash", str(PKI_SCRIPT), str(directory)], check=True,
+                   capture_output=True, text=True, timeout=120)
+    return directory
+
+
 def broker_env():
     """The environment minus anything that would reconfigure the broker."""
     env = {k: v for k, v in os.environ.items()
@@ -60,20 +82,48 @@ def broker_env():
 
 
 class Broker:
-    def __init__(self, workdir, config=DEFAULT_CONFIG):
+    def __init__(self, workdir, config=DEFAULT_CONFIG, files=None):
+        """`files` ({name: source path}) are copied into the broker's
+        directory, its working directory, before it starts (e.g. the
+        certificates a config names by relative path)."""
         self.dir = Path(workdir)
         self.dir.mkdir(parents=True, exist_ok=True)
         self.config_file = self.dir / "ordo.toml"
         self.config_file.write_text(config)
+        for name, source in (files or {}).items():
+            shutil.copyfile(source, self.dir / name)
         self.data_dir = self.dir / "data"
         self.port_file = self.dir / "port"
         self.log_file = self.dir / "broker.log"
         self.proc = None
         self.address = None
+        # The amqps address (the port file's second line), None without TLS.
+        self.tls_address = None
 
     @property
     def url(self):
         return f"amqp://{self.address}"
+
+    @property
+    def amqps_url(self):
+        assert self.tls_address, "this broker has no TLS listener (port file has one line)"
+        return f"amqps://{self.tls_address}"
+
+    @staticmethod
+    def _host_port(address):
+        host, _, port = address.rpartition(":")
+        return host.strip("[]"), int(port)
+
+    @property
+    def host_port(self):
+        """(host, port) of the plain listener, for raw sockets."""
+        return self._host_port(self.address)
+
+    @property
+    def tls_host_port(self):
+        """(host, port) of the amqps listener."""
+        assert self.tls_address, "this broker has no TLS listener (port file has one line)"
+        return self._host_port(self.tls_address)
 
     def url_with(self, user, password):
         return f"amqp://{user}:{password}@{self.address}"
@@ -92,9 +142,13 @@ class Broker:
         deadline = time.monotonic() + START_TIMEOUT
         while True:
             if self.port_file.exists():
-                text = self.port_file.read_text().strip()
-                if text:
-                    self.address = text
+                # Written whole (renamed into place): plain address, then the
+                # amqps one when TLS is on.
+                lines = [ln.strip() for ln in self.port_file.read_text().splitlines()]
+                lines = [ln for ln in lines if ln]
+                if lines:
+                    self.address = lines[0]
+                    self.tls_address = lines[1] if len(lines) > 1 else None
                     return self
             if self.proc.poll() is not None:
                 raise RuntimeError(
@@ -123,6 +177,32 @@ class Broker:
             if time.monotonic() > deadline:
                 raise AssertionError(
                     f"broker logged nothing matching {pattern!r} within {timeout}s:\n{self.log()}")
+            time.sleep(0.01)
+
+    def reload(self, refused=False, timeout=RELOAD_TIMEOUT):
+        """Sends SIGHUP and waits for the broker's answer in its log, a line
+        logged after the signal: `configuration reloaded` (fails if it logs
+        `reload refused` instead) or, with `refused`, `reload refused`.
+        Returns that line."""
+        assert self.proc is not None and self.proc.poll() is None, "broker is not running"
+        seen = len(self.log())  # only what is logged after the signal counts
+        self.proc.send_signal(signal.SIGHUP)
+        want, other = (RELOAD_REFUSED, RELOADED) if refused else (RELOADED, RELOAD_REFUSED)
+        deadline = time.monotonic() + timeout
+        while True:
+            for line in self.log()[seen:].splitlines():
+                if re.search(want, line):
+                    return line
+                if re.search(other, line):
+                    raise AssertionError(
+                        f"after SIGHUP the broker logged {line!r}, expected {want!r}:\n{self.log()}")
+            if self.proc.poll() is not None:
+                raise AssertionError(
+                    f"broker exited with {self.proc.returncode} after SIGHUP:\n{self.log()}")
+            if time.monotonic() > deadline:
+                raise AssertionError(
+                    f"broker logged nothing matching {want!r} within {timeout}s of SIGHUP:\n"
+                    f"{self.log()}")
             time.sleep(0.01)
 
     def kill(self):

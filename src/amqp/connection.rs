@@ -23,7 +23,11 @@ use super::error::{self, cond};
 use super::frame::{self, MIN_MAX_FRAME_SIZE};
 use super::session::{Ctx, Session};
 use crate::core::access::Principal;
+use crate::core::broker::MemoryLevel;
 use crate::core::{Broker, ConsumerId, Outbox, OutboxItem};
+
+/// How often a connection whose producers wait for memory looks again.
+const STARVED_RECHECK: Duration = Duration::from_millis(100);
 use crate::store::{Ticket, Wake};
 
 /// Engine settings, from the configuration.
@@ -46,6 +50,8 @@ pub struct EngineConfig {
     pub producer_credit: u32,
     /// Transfer frames we let a peer send ahead on a session.
     pub session_window: u32,
+    /// Unsettled deliveries one consumer link may hold (0: no limit).
+    pub max_unsettled_per_link: u32,
 }
 
 impl Default for EngineConfig {
@@ -59,6 +65,7 @@ impl Default for EngineConfig {
             handle_max: 1023,
             producer_credit: 1000,
             session_window: 5000,
+            max_unsettled_per_link: 10_000,
         }
     }
 }
@@ -133,6 +140,9 @@ pub struct Connection {
     principal: Principal,
     /// Close with this error as soon as the peer has opened (a limit).
     refusal: Option<AmqpError>,
+    /// A producer is waiting for credit withheld for lack of memory: look
+    /// again soon.
+    starved: bool,
 }
 
 impl Connection {
@@ -145,7 +155,8 @@ impl Connection {
             outbox: Outbox::new(),
             state: State::AwaitingOpen,
             out: Output {
-                buf: BytesMut::with_capacity(64 * 1024),
+                // Grows with what is sent; idle connections stay small.
+                buf: BytesMut::with_capacity(4 * 1024),
                 max_frame: MIN_MAX_FRAME_SIZE,
             },
             remote_container: String::new(),
@@ -162,6 +173,7 @@ impl Connection {
             id,
             principal: Principal::anonymous(),
             refusal: None,
+            starved: false,
         }
     }
 
@@ -451,9 +463,17 @@ impl Connection {
     /// Sends what sessions batched while handling input (dispositions,
     /// credit top-ups).
     fn flush_sessions(&mut self) {
+        let credit = self.broker.memory_level() == MemoryLevel::Normal;
+        let mut starved = false;
         for session in self.sessions.iter_mut().flatten() {
-            session.flush(&self.config, &mut self.out);
+            starved |= session.flush(&self.config, &mut self.out, credit);
         }
+        if starved && !self.starved {
+            tracing::debug!(
+                "producer credit withheld: the broker is at its memory high-water mark"
+            );
+        }
+        self.starved = starved;
     }
 
     /// Takes the deliveries and flow updates queues left for this
@@ -513,6 +533,9 @@ impl Connection {
     /// Keeps time: a heartbeat when we have been quiet for half the peer's
     /// idle timeout, and a close when the peer has been silent past ours.
     pub fn tick(&mut self, now: Instant) {
+        if self.starved && self.state == State::Open {
+            self.flush_sessions();
+        }
         if self.state == State::Open {
             if let Some(limit) = self.config.idle_timeout {
                 if now.duration_since(self.last_received) > limit {
@@ -535,10 +558,8 @@ impl Connection {
     pub fn next_tick(&self) -> Option<Instant> {
         let heartbeat = self.remote_idle_timeout.map(|d| self.last_sent + d / 2);
         let idle = self.config.idle_timeout.map(|d| self.last_received + d);
-        match (heartbeat, idle) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        }
+        let starved = self.starved.then(|| Instant::now() + STARVED_RECHECK);
+        [heartbeat, idle, starved].into_iter().flatten().min()
     }
 }
 

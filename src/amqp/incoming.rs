@@ -15,6 +15,7 @@ use super::link::{LinkKind, Partial, ProducerTarget};
 use super::message;
 use super::session::{send_rejected, Ctx, Session};
 use crate::core::access::{Permission, Principal};
+use crate::core::broker::MemoryLevel;
 use crate::core::{Arrival, Broker, CoreError, Message, Node};
 use crate::store::Ticket;
 
@@ -130,9 +131,21 @@ impl Session {
             self.on_control(delivery_id, settled, bytes, ctx);
             return;
         }
+        let full = || {
+            cond::resource_limit(
+                "the broker is past its memory high-water mark: message refused".to_string(),
+            )
+        };
+        let memory_full = ctx.broker.memory_level() == MemoryLevel::Full;
         if let Some(txn_id) = txn {
             let result = if oversized {
                 Err(too_big())
+            } else if memory_full {
+                if let Some(open) = ctx.txns.get_mut(&txn_id[..]) {
+                    open.txn
+                        .doom("a message was refused: the broker is short of memory");
+                }
+                Err(full())
             } else {
                 post(&p.target, ctx, &txn_id, bytes)
             };
@@ -157,6 +170,8 @@ impl Session {
         }
         let result = if oversized {
             Err(too_big())
+        } else if memory_full {
+            Err(full())
         } else {
             match message::parse(bytes) {
                 Ok(m) => publish(&p.target, ctx, m),

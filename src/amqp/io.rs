@@ -24,6 +24,9 @@ use tokio_rustls::TlsAcceptor;
 /// Stop reading while this much output waits to be written: a peer that
 /// does not read cannot make us buffer without bound.
 const MAX_PENDING_OUTPUT: usize = 4 << 20;
+/// The smallest and largest read a connection asks for.
+const MIN_READ: usize = 4 * 1024;
+const MAX_READ: usize = 64 * 1024;
 /// How long we wait for the peer's Close after sending ours.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
@@ -78,21 +81,60 @@ pub struct Transport {
 /// Runs a TCP connection: TLS first on the amqps listener or after the
 /// TLS upgrade header on the plain one, then [`serve`].
 pub async fn serve_socket(
-    mut socket: TcpStream,
+    socket: TcpStream,
     listener: Listener,
-    mut transport: Transport,
+    transport: Transport,
     ctx: Arc<ServeContext>,
     shutdown: watch::Receiver<bool>,
 ) {
+    let mut stop = shutdown.clone();
+    // A shutdown does not wait for a client still in its TLS handshake.
+    let prepared = tokio::select! {
+        prepared = prepare(socket, listener, transport, &ctx) => prepared,
+        _ = stop.wait_for(|stopping| *stopping) => {
+            tracing::debug!("shutdown before the AMQP handshake");
+            return;
+        }
+    };
+    match prepared {
+        Some(Prepared::Plain(socket, transport)) => serve(socket, transport, ctx, shutdown).await,
+        Some(Prepared::Tls(stream, transport)) => serve(stream, transport, ctx, shutdown).await,
+        None => {}
+    }
+}
+
+/// A socket ready for the AMQP handshake.
+enum Prepared {
+    /// Unencrypted.
+    Plain(TcpStream, Transport),
+    /// After a TLS handshake.
+    Tls(Box<tokio_rustls::server::TlsStream<TcpStream>>, Transport),
+}
+
+/// The protocol header or TLS handshake before AMQP (None: the connection
+/// ended or was refused).
+async fn prepare(
+    mut socket: TcpStream,
+    listener: Listener,
+    mut transport: Transport,
+    ctx: &ServeContext,
+) -> Option<Prepared> {
     let deadline = transport.accepted + ctx.handshake_timeout;
     let tls = if listener == Listener::Tls {
         // Some clients (fe2o3-amqp by default) send the AMQP TLS header
         // before their ClientHello even on the amqps port: answer it.
         let mut first = [0u8; 1];
         let peeked = tokio::time::timeout_at(deadline, socket.peek(&mut first)).await;
-        if !matches!(peeked, Ok(Ok(1))) {
-            tracing::debug!("connection ended before TLS");
-            return;
+        match peeked {
+            Ok(Ok(1)) => {}
+            Err(_) => {
+                tracing::warn!("handshake timed out: no TLS handshake");
+                return None;
+            }
+            _ => {
+                tracing::debug!("connection ended before TLS");
+                return None;
+            }
         }
         if first[0] == b'A' {
             let mut header = [0u8; 8];
@@ -101,10 +143,10 @@ pub async fn serve_socket(
                 tracing::warn!(header = ?header, "amqps listener: not a TLS handshake");
                 let _ = socket.write_all(&TLS_HEADER).await;
                 let _ = socket.shutdown().await;
-                return;
+                return None;
             }
             if socket.write_all(&TLS_HEADER).await.is_err() {
-                return;
+                return None;
             }
         }
         true
@@ -123,20 +165,27 @@ pub async fn serve_socket(
             true
         })
         .await;
-        if !matches!(read, Ok(true)) {
-            tracing::debug!("connection ended before its protocol header");
-            return;
+        match read {
+            Ok(true) => {}
+            Ok(false) => {
+                tracing::debug!("connection ended before its protocol header");
+                return None;
+            }
+            Err(_) => {
+                tracing::warn!("handshake timed out: no protocol header");
+                return None;
+            }
         }
         let upgrade = header == TLS_HEADER && ctx.tls_upgrade && ctx.tls.read().is_some();
         if !upgrade && ctx.tls_required {
             tracing::warn!("unencrypted connection refused: TLS is required");
             let _ = socket.write_all(&TLS_HEADER).await;
             let _ = socket.shutdown().await;
-            return;
+            return None;
         }
         if upgrade {
             if socket.write_all(&TLS_HEADER).await.is_err() {
-                return;
+                return None;
             }
         } else {
             transport.initial.extend_from_slice(&header[..n]);
@@ -144,21 +193,18 @@ pub async fn serve_socket(
         upgrade
     };
     if !tls {
-        serve(socket, transport, ctx, shutdown).await;
-        return;
+        return Some(Prepared::Plain(socket, transport));
     }
-    let Some(acceptor) = ctx.tls.read().clone() else {
-        return;
-    };
+    let acceptor = ctx.tls.read().clone()?;
     let stream = match tokio::time::timeout_at(deadline, acceptor.accept(socket)).await {
         Ok(Ok(stream)) => stream,
         Ok(Err(e)) => {
             tracing::warn!(error = %e, "TLS handshake failed");
-            return;
+            return None;
         }
         Err(_) => {
             tracing::warn!("TLS handshake timed out");
-            return;
+            return None;
         }
     };
     let (_, session) = stream.get_ref();
@@ -171,7 +217,7 @@ pub async fn serve_socket(
         certificate = transport.certificate.as_deref(),
         "TLS established"
     );
-    serve(stream, transport, ctx, shutdown).await;
+    Some(Prepared::Tls(Box::new(stream), transport))
 }
 
 /// Runs a connection to its end. `shutdown` turning true closes it with
@@ -185,7 +231,10 @@ pub async fn serve<S>(
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     let mut input = transport.initial;
-    input.reserve(64 * 1024);
+    input.reserve(MIN_READ);
+    // Bytes asked of each read: small while the peer is quiet, so 10,000
+    // idle connections cost little; doubled when a read fills it.
+    let mut read_size = MIN_READ;
     let credentials = Arc::clone(&ctx.credentials.read());
     // The whole handshake, TLS and Open included, must finish by then.
     let open_deadline = transport.accepted + ctx.handshake_timeout;
@@ -279,6 +328,10 @@ pub async fn serve<S>(
             wake_at = wake_at.min(open_deadline);
         }
         let can_read = !eof && conn.output().len() < MAX_PENDING_OUTPUT;
+        if input.capacity() - input.len() < read_size {
+            input.reserve(read_size);
+        }
+        let spare = input.capacity() - input.len();
         let must_write = !conn.output().is_empty();
         tokio::select! {
             r = rd.read_buf(&mut input), if can_read => match r {
@@ -286,7 +339,12 @@ pub async fn serve<S>(
                     eof = true;
                     if !must_write { break; }
                 }
-                Ok(_) => conn.handle_input(&mut input, std::time::Instant::now()),
+                Ok(n) => {
+                    if n == spare && read_size < MAX_READ {
+                        read_size *= 2;
+                    }
+                    conn.handle_input(&mut input, std::time::Instant::now());
+                }
             },
             r = wr.write(conn.output()), if must_write => match r {
                 Ok(0) | Err(_) => break,

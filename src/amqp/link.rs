@@ -20,6 +20,7 @@ use super::selector_values;
 use super::session::{Ctx, Session};
 use super::subscription;
 use crate::core::access::Permission;
+use crate::core::broker::MemoryLevel;
 use crate::core::selector::Filter;
 use crate::core::{Broker, ConsumerId, ConsumerOptions, GroupFilter, Node, Queue};
 
@@ -233,6 +234,18 @@ impl Session {
                 LinkKind::Refused
             }
         };
+        let mut kind = kind;
+        let mut credit = ctx.config.producer_credit;
+        if let LinkKind::Producer(p) = &mut kind {
+            // Short of memory: no credit until there is room (the
+            // coordinator keeps its credit, so transactions can end).
+            if !matches!(p.target, ProducerTarget::Coordinator)
+                && ctx.broker.memory_level() != MemoryLevel::Normal
+            {
+                p.credit = 0;
+                credit = 0;
+            }
+        }
         let is_producer = matches!(kind, LinkKind::Producer(_));
         self.links[local] = Some(Link {
             name: attach.name.clone(),
@@ -244,7 +257,7 @@ impl Session {
             let mut f = self.session_flow();
             f.handle = Some(local_handle.into());
             f.delivery_count = attach.initial_delivery_count.or(Some(0));
-            f.link_credit = Some(ctx.config.producer_credit);
+            f.link_credit = Some(credit);
             ctx.out.frame(self.channel, &f);
         }
     }
@@ -419,6 +432,7 @@ impl Session {
             exclusive,
             group_filter,
             filter: consumer_filter,
+            max_unsettled: ctx.config.max_unsettled_per_link,
         };
         let attached =
             match queue.attach_consumer(consumer, Arc::clone(ctx.outbox), options.clone()) {

@@ -248,19 +248,27 @@ impl Session {
     }
 
     /// Sends what was batched while handling input: accepted outcomes for
-    /// producers (as ranges), credit top-ups, a wider incoming window.
-    pub fn flush(&mut self, config: &EngineConfig, out: &mut Output) {
+    /// producers (as ranges), credit top-ups (unless `credit` is false: the
+    /// broker is short of memory), a wider incoming window. Returns whether
+    /// a producer needed credit it did not get.
+    pub fn flush(&mut self, config: &EngineConfig, out: &mut Output, credit: bool) -> bool {
         if self.ending {
-            return;
+            return false;
         }
         self.flush_accepted(out);
         let mut window_sent = false;
+        let mut withheld = false;
         for index in 0..self.links.len() {
             let Some(Some(link)) = self.links.get_mut(index) else {
                 continue;
             };
             if let LinkKind::Producer(p) = &mut link.kind {
-                if p.credit <= config.producer_credit / 2 && !p.blocked {
+                let wants = p.credit <= config.producer_credit / 2 && !p.blocked;
+                if wants && !credit {
+                    withheld = true;
+                    continue;
+                }
+                if wants {
                     p.credit = config.producer_credit;
                     let (dc, credit) = (p.delivery_count, p.credit);
                     if self.incoming_window < config.session_window / 2 {
@@ -279,6 +287,7 @@ impl Session {
             self.incoming_window = config.session_window;
             out.frame(self.channel, &self.session_flow());
         }
+        withheld
     }
 
     /// Sends what waited for the store: `accepted` for producers' durable

@@ -162,8 +162,25 @@ pub struct Broker {
     wakeup_changed: tokio::sync::Notify,
     /// Who may do what where; replaced when the configuration is reloaded.
     access: RwLock<Arc<AccessRules>>,
+    /// Bytes of queued messages in memory past which producers are held
+    /// back (0: never).
+    high_watermark: AtomicU64,
+    /// The level last reported, so changes are logged once.
+    memory_level: std::sync::atomic::AtomicU8,
     /// This broker, for the queues it creates (they route dead letters).
     me: Weak<Broker>,
+}
+
+/// Queued messages in memory against the high-water mark.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(u8)]
+pub enum MemoryLevel {
+    /// Below the mark.
+    Normal = 0,
+    /// At or past it: producers get no more credit.
+    Blocked = 1,
+    /// Past 1.25 times it: messages are refused.
+    Full = 2,
 }
 
 /// What recovery found.
@@ -224,6 +241,8 @@ impl Broker {
             wakeups: Default::default(),
             wakeup_changed: tokio::sync::Notify::new(),
             access: RwLock::new(Arc::new(AccessRules::default())),
+            high_watermark: AtomicU64::new(0),
+            memory_level: std::sync::atomic::AtomicU8::new(0),
             me: me.clone(),
         })
     }
@@ -564,6 +583,50 @@ impl Broker {
         for queue in queues {
             queue.tick();
         }
+    }
+
+    /// Sets the memory high-water mark in bytes (0: none).
+    pub fn set_memory_high_watermark(&self, bytes: u64) {
+        self.high_watermark.store(bytes, Ordering::Relaxed);
+    }
+
+    /// How close queued messages in memory are to the high-water mark:
+    /// producers get no more credit at `Blocked`, and their messages are
+    /// refused at `Full` (1.25 times the mark).
+    pub fn memory_level(&self) -> MemoryLevel {
+        let mark = self.high_watermark.load(Ordering::Relaxed);
+        let Some(persistence) = &self.options.persistence else {
+            return MemoryLevel::Normal;
+        };
+        if mark == 0 {
+            return MemoryLevel::Normal;
+        }
+        let resident = persistence.resident() as u64;
+        let level = if resident >= mark.saturating_add(mark / 4) {
+            MemoryLevel::Full
+        } else if resident >= mark {
+            MemoryLevel::Blocked
+        } else {
+            MemoryLevel::Normal
+        };
+        let before = self.memory_level.swap(level as u8, Ordering::Relaxed);
+        if before != level as u8 {
+            if level == MemoryLevel::Normal {
+                tracing::info!(
+                    resident,
+                    high_watermark = mark,
+                    "memory below the high-water mark: producers get credit again"
+                );
+            } else {
+                tracing::warn!(
+                    resident,
+                    high_watermark = mark,
+                    ?level,
+                    "memory high-water mark reached: producers get no more credit"
+                );
+            }
+        }
+        level
     }
 
     /// Replaces the access rules (at start and when the config is reloaded).

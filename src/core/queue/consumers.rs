@@ -108,7 +108,7 @@ impl QueueState {
 
     /// Whether a consumer may take ungrouped messages and new groups now.
     fn wants_taker(&self, c: &Consumer) -> bool {
-        c.credit > 0 && c.options.group_filter.is_none() && self.eligible(c)
+        has_room(c) && c.options.group_filter.is_none() && self.eligible(c)
     }
 
     /// Puts the consumer in or out of the takers ring, and re-lists its
@@ -129,7 +129,7 @@ impl QueueState {
             self.consumers[index].taker = want_taker;
         }
         let c = &self.consumers[index];
-        let want = if c.credit > 0 && self.eligible(c) {
+        let want = if has_room(c) && self.eligible(c) {
             c.heads.first().map(|(k, _)| *k)
         } else {
             None
@@ -316,4 +316,10 @@ impl QueueState {
     pub fn active_consumer(&self) -> Option<ConsumerId> {
         self.exclusive.active
     }
+}
+
+/// Whether a consumer can take one more delivery: credit, and fewer
+/// unsettled deliveries than its limit.
+pub(super) fn has_room(c: &Consumer) -> bool {
+    c.credit > 0 && (c.options.max_unsettled == 0 || c.unsettled < c.options.max_unsettled)
 }

@@ -113,6 +113,9 @@ pub struct ConsumerOptions {
     pub group_filter: Option<GroupFilter>,
     /// The consumer receives only messages its selector matches.
     pub filter: Option<Arc<Filter>>,
+    /// Unsettled (or uncommitted) deliveries it may hold at once, whatever
+    /// its credit; 0: no limit.
+    pub max_unsettled: u32,
 }
 
 /// Position in the queue: higher priority first, then arrival order.

@@ -67,12 +67,19 @@ impl QueueState {
             return false;
         };
         let consumer = unacked.consumer;
+        let mut changed = false;
         if let Some(i) = self.consumer_index(consumer) {
-            self.consumers[i].unsettled -= 1;
+            let c = &mut self.consumers[i];
+            let was_full = c.options.max_unsettled != 0 && c.unsettled >= c.options.max_unsettled;
+            c.unsettled -= 1;
+            if was_full {
+                // Below its unsettled limit again: it may take more.
+                self.refresh_consumer(i);
+                changed = true;
+            }
         }
         let entry = unacked.entry;
         let slot = entry.group;
-        let mut changed = false;
         match outcome {
             Outcome::Accepted => {
                 let closes = entry.closes;
@@ -80,7 +87,7 @@ impl QueueState {
                     actions.push(Action::Store(r));
                 }
                 if slot != NO_GROUP {
-                    changed = self.group_settled(slot);
+                    changed |= self.group_settled(slot);
                     if closes {
                         self.close_group(slot, consumer);
                         changed = true;
@@ -90,7 +97,7 @@ impl QueueState {
             Outcome::Rejected => {
                 self.dead_letter(entry, "rejected", actions);
                 if slot != NO_GROUP {
-                    changed = self.group_settled(slot);
+                    changed |= self.group_settled(slot);
                 }
             }
             Outcome::Released => {

@@ -600,3 +600,49 @@ fn dead_lettering_within_the_dead_letter_queue_keeps_the_message_at_the_back() {
     let got: Vec<u32> = delivered(&mut actions).iter().map(|d| d.2).collect();
     assert_eq!(got, vec![2, 1], "kept, behind the others");
 }
+
+#[test]
+fn a_consumer_holds_at_most_max_unsettled_whatever_its_credit() {
+    let mut q = QueueState::new("q", QueueSettings::default());
+    let mut actions = Vec::new();
+    for n in 0..6 {
+        q.enqueue(msg(n), &mut actions).unwrap();
+    }
+    let limited = ConsumerOptions {
+        max_unsettled: 2,
+        ..ConsumerOptions::default()
+    };
+    q.add_consumer(A, limited);
+    q.add_consumer(B, ConsumerOptions::default());
+    q.flow(A, 0, 100, false, false, &mut actions).unwrap();
+    let got = delivered(&mut actions);
+    assert_eq!(got.iter().map(|d| d.2).collect::<Vec<_>>(), vec![0, 1]);
+    // The rest waits for A to settle, or goes to another consumer.
+    q.settle(A, got[0].1, Outcome::Accepted, &mut actions)
+        .unwrap();
+    let next = delivered(&mut actions);
+    assert_eq!(
+        next.iter().map(|d| (d.0, d.2)).collect::<Vec<_>>(),
+        vec![(1, 2)]
+    );
+    q.flow(B, 0, 1, false, false, &mut actions).unwrap();
+    assert_eq!(
+        delivered(&mut actions)
+            .iter()
+            .map(|d| (d.0, d.2))
+            .collect::<Vec<_>>(),
+        vec![(2, 3)]
+    );
+    // Settling both gives A two more, in order.
+    q.settle(A, got[1].1, Outcome::Accepted, &mut actions)
+        .unwrap();
+    q.settle(A, next[0].1, Outcome::Accepted, &mut actions)
+        .unwrap();
+    assert_eq!(
+        delivered(&mut actions)
+            .iter()
+            .map(|d| d.2)
+            .collect::<Vec<_>>(),
+        vec![4, 5]
+    );
+}
