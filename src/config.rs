@@ -81,6 +81,8 @@ pub struct Config {
     pub tls: TlsConfig,
     /// Which SASL mechanisms are offered.
     pub sasl: SaslConfig,
+    /// The admin listener: HTTP API, metrics.
+    pub admin: AdminConfig,
     /// Users who may log in with SASL PLAIN (TOML `[[users]]`).
     pub users: Vec<UserConfig>,
     /// Resource limits that protect the broker from clients.
@@ -206,6 +208,28 @@ impl<'de> Deserialize<'de> for ClientAuth {
             other => Err(serde::de::Error::custom(format!(
                 "unknown client-auth `{other}`, expected `none`, `optional` or `required`"
             ))),
+        }
+    }
+}
+
+/// The admin listener (HTTP): the management API and Prometheus metrics.
+#[derive(Debug, Clone, PartialEq, Deserialize, Serialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct AdminConfig {
+    /// Serve it at all.
+    pub enabled: bool,
+    /// Interface; loopback by default.
+    pub address: String,
+    /// TCP port; 0 picks a free one (see `ordo run --admin-port-file`).
+    pub port: u16,
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        AdminConfig {
+            enabled: false,
+            address: "127.0.0.1".to_owned(),
+            port: 8672,
         }
     }
 }

@@ -8,6 +8,7 @@
 //! - `amqp`: Ordo's AMQP 1.0 engine on fe2o3-amqp's frames and types; the only module that knows AMQP.
 //! - `server`: the accept loop, connection limit and graceful shutdown.
 //! - `config`: the configuration file, its defaults and validation.
+//! - `admin`: the admin listener: HTTP API and Prometheus metrics.
 //! - `tls`: the rustls server configuration and client certificate identities.
 //! - `limits`: failed logins per source address, connections per user.
 //! - `auth`: user credentials in SCRAM-SHA-256 form and their verification.
@@ -16,6 +17,7 @@
 
 #![deny(unsafe_code)]
 
+pub mod admin;
 pub mod amqp;
 pub mod auth;
 pub mod config;

@@ -73,6 +73,46 @@ enum Command {
     Send(ordo::tools::cli::SendArgs),
     /// Receive messages from an address and print their bodies, one per line.
     Receive(ordo::tools::cli::ReceiveArgs),
+    /// List queues with their depth, consumers and groups (admin API).
+    Queues(ordo::tools::admin_cli::AdminArgs),
+    /// List a queue's message groups: owner, queued, unsettled, held.
+    Groups {
+        /// The queue.
+        queue: String,
+        #[command(flatten)]
+        admin: ordo::tools::admin_cli::AdminArgs,
+    },
+    /// List a queue's consumers: priority, credit, unsettled, active.
+    Consumers {
+        /// The queue.
+        queue: String,
+        #[command(flatten)]
+        admin: ordo::tools::admin_cli::AdminArgs,
+    },
+    /// Remove every waiting message of a queue.
+    Purge {
+        /// The queue.
+        queue: String,
+        #[command(flatten)]
+        admin: ordo::tools::admin_cli::AdminArgs,
+    },
+    /// Spread a queue's groups evenly over its consumers (hand-over rules of
+    /// docs/GROUPS.md).
+    Rebalance {
+        /// The queue.
+        queue: String,
+        #[command(flatten)]
+        admin: ordo::tools::admin_cli::AdminArgs,
+    },
+    /// Let a group held at a poison message go on.
+    Release {
+        /// The queue.
+        queue: String,
+        /// The held group.
+        group: String,
+        #[command(flatten)]
+        admin: ordo::tools::admin_cli::AdminArgs,
+    },
     /// Benchmark tools: `bench run` (throughput, latency, CPU, loss) and
     /// `bench fsync` (the durable reference). See docs/PERFORMANCE.md.
     #[command(subcommand)]
@@ -100,6 +140,10 @@ struct RunArgs {
     /// clean exit, so a script can wait for it.
     #[arg(long, value_name = "FILE")]
     port_file: Option<PathBuf>,
+    /// Once listening, write the admin (HTTP) listener's address to FILE, as
+    /// --port-file does.
+    #[arg(long, value_name = "FILE")]
+    admin_port_file: Option<PathBuf>,
 }
 
 /// A `--listen` value.
@@ -146,6 +190,24 @@ fn main() -> ExitCode {
         Command::Send(args) => tool(ordo::tools::cli::send(args)),
         Command::Receive(args) => tool(ordo::tools::cli::receive(args)),
         Command::Bench(command) => tool(ordo::tools::cli::bench(command)),
+        Command::Queues(admin) => admin_tool(ordo::tools::admin_cli::queues(&admin)),
+        Command::Groups { queue, admin } => {
+            admin_tool(ordo::tools::admin_cli::groups(&admin, &queue))
+        }
+        Command::Consumers { queue, admin } => {
+            admin_tool(ordo::tools::admin_cli::consumers(&admin, &queue))
+        }
+        Command::Purge { queue, admin } => {
+            admin_tool(ordo::tools::admin_cli::purge(&admin, &queue))
+        }
+        Command::Rebalance { queue, admin } => {
+            admin_tool(ordo::tools::admin_cli::rebalance(&admin, &queue))
+        }
+        Command::Release {
+            queue,
+            group,
+            admin,
+        } => admin_tool(ordo::tools::admin_cli::release(&admin, &queue, &group)),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
@@ -154,6 +216,11 @@ fn main() -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// The result of an admin command.
+fn admin_tool(result: Result<(), ordo::tools::admin_cli::AdminError>) -> anyhow::Result<()> {
+    Ok(result?)
 }
 
 /// Runs a client tool on a two-thread runtime.
@@ -195,7 +262,12 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         .thread_name("ordo")
         .build()
         .context("cannot start the async runtime")?;
-    runtime.block_on(serve(config, path.as_deref(), args.port_file.as_deref()))
+    runtime.block_on(serve(
+        config,
+        path.as_deref(),
+        args.port_file.as_deref(),
+        args.admin_port_file.as_deref(),
+    ))
 }
 
 /// Binds, announces the address, and serves until a signal.
@@ -203,12 +275,13 @@ async fn serve(
     config: Config,
     config_path: Option<&Path>,
     port_file: Option<&Path>,
+    admin_port_file: Option<&Path>,
 ) -> anyhow::Result<()> {
     // Before binding, so a signal sent as soon as the address is known is not lost.
     let shutdown = shutdown_signal().context("cannot install signal handlers")?;
-    if let Some(port_file) = port_file {
+    for file in [port_file, admin_port_file].into_iter().flatten() {
         // A file left by an earlier run would announce the wrong port.
-        remove_if_present(port_file)?;
+        remove_if_present(file)?;
     }
     let server = ordo::server::Server::bind(config).await?;
     reload_on_hangup(server.reloader(), config_path.map(Path::to_path_buf))?;
@@ -218,12 +291,19 @@ async fn serve(
     if let Some(tls_addr) = tls_addr {
         tracing::info!(addr = %tls_addr, "listening for amqps on {tls_addr}");
     }
+    let admin_addr = server.admin_addr();
+    if let Some(admin_addr) = admin_addr {
+        tracing::info!(addr = %admin_addr, "admin API listening on http://{admin_addr}");
+    }
+    if let (Some(file), Some(admin_addr)) = (admin_port_file, admin_addr) {
+        write_port_file(file, admin_addr, None)?;
+    }
     if let Some(port_file) = port_file {
         write_port_file(port_file, addr, tls_addr)?;
     }
     server.run(shutdown).await?;
-    if let Some(port_file) = port_file {
-        remove_if_present(port_file)?;
+    for file in [port_file, admin_port_file].into_iter().flatten() {
+        remove_if_present(file)?;
     }
     tracing::info!("stopped");
     Ok(())

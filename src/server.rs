@@ -193,6 +193,8 @@ pub struct Server {
     listener: TcpListener,
     /// The amqps listening socket, when TLS is on.
     tls_listener: Option<TcpListener>,
+    /// The admin (HTTP) listening socket, when enabled.
+    admin_listener: Option<TcpListener>,
     /// What every connection task shares.
     ctx: Arc<ServeContext>,
     /// Connections beyond this are refused (0 = no limit).
@@ -309,9 +311,20 @@ impl Server {
                 )
             }
         };
+        let admin_listener = if config.admin.enabled {
+            let address = format!("{}:{}", config.admin.address, config.admin.port);
+            Some(
+                bind(&config.admin.address, config.admin.port)
+                    .await
+                    .map_err(|source| ServerError::Bind { address, source })?,
+            )
+        } else {
+            None
+        };
         Ok(Server {
             listener,
             tls_listener,
+            admin_listener,
             ctx: Arc::new(ServeContext {
                 engine: Arc::new(engine),
                 broker,
@@ -326,6 +339,7 @@ impl Server {
                 ),
                 users: Arc::default(),
                 max_connections_per_user: config.limits.max_connections_per_user,
+                connections: Default::default(),
             }),
             max_connections: config.limits.max_connections as usize,
             journal,
@@ -345,6 +359,13 @@ impl Server {
         self.listener
             .local_addr()
             .unwrap_or_else(|_| SocketAddr::from(([0, 0, 0, 0], 0)))
+    }
+
+    /// The bound admin (HTTP) address, when enabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
     }
 
     /// The bound amqps address, when TLS is on.
@@ -388,6 +409,23 @@ impl Server {
             }
         });
         let tls_listener = self.tls_listener;
+        let admin = self.admin_listener.map(|listener| {
+            let app = crate::admin::router(crate::admin::AdminState {
+                ctx: Arc::clone(&self.ctx),
+                journal: Arc::clone(&self.journal),
+            });
+            let mut stop = stop_rx.clone();
+            tokio::spawn(async move {
+                let served = axum::serve(listener, app)
+                    .with_graceful_shutdown(async move {
+                        let _ = stop.wait_for(|stopping| *stopping).await;
+                    })
+                    .await;
+                if let Err(e) = served {
+                    tracing::error!(error = %e, "admin listener failed");
+                }
+            })
+        });
         loop {
             let (accepted, kind) = tokio::select! {
                 accepted = self.listener.accept() => (accepted, Listener::Plain),
@@ -454,6 +492,9 @@ impl Server {
         expiry.abort();
         drop(self.listener);
         drop(tls_listener);
+        if let Some(admin) = admin {
+            let _ = tokio::time::timeout(Duration::from_secs(1), admin).await;
+        }
         let _ = stop_tx.send(true);
         let drained = tokio::time::timeout(SHUTDOWN_GRACE, async {
             while tasks.join_next().await.is_some() {}

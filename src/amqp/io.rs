@@ -52,6 +52,17 @@ pub struct ServeContext {
     pub users: Arc<UserConnections>,
     /// Connections one user may have open (0: unlimited).
     pub max_connections_per_user: u32,
+    /// Sockets being served (handshakes included).
+    pub connections: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts one served socket in [`ServeContext::connections`].
+struct Counted<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl Drop for Counted<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::Relaxed);
+    }
 }
 
 /// Which listener a socket came in on.
@@ -87,6 +98,10 @@ pub async fn serve_socket(
     ctx: Arc<ServeContext>,
     shutdown: watch::Receiver<bool>,
 ) {
+    ctx.connections
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let counted = Arc::clone(&ctx);
+    let _counted = Counted(&counted.connections);
     let mut stop = shutdown.clone();
     // A shutdown does not wait for a client still in its TLS handshake.
     let prepared = tokio::select! {

@@ -585,6 +585,29 @@ impl Broker {
         }
     }
 
+    /// Every queue (subscription and dynamic queues included), by name.
+    pub fn queues(&self) -> Vec<Arc<Queue>> {
+        let nodes = self.nodes.read();
+        let mut queues: Vec<Arc<Queue>> = nodes.queues.values().cloned().collect();
+        queues.sort_by(|a, b| a.name().cmp(b.name()));
+        queues
+    }
+
+    /// Every topic's name.
+    pub fn topic_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.nodes.read().topics.keys().cloned().collect();
+        names.sort();
+        names
+    }
+
+    /// Bytes of queued messages in memory (0 without a store).
+    pub fn resident_bytes(&self) -> usize {
+        self.options
+            .persistence
+            .as_ref()
+            .map_or(0, |p| p.resident())
+    }
+
     /// Sets the memory high-water mark in bytes (0: none).
     pub fn set_memory_high_watermark(&self, bytes: u64) {
         self.high_watermark.store(bytes, Ordering::Relaxed);
@@ -670,6 +693,13 @@ impl Broker {
             return Err(denied(Permission::Create));
         }
         Ok(())
+    }
+
+    /// Whether `principal` may do `permission` on `name` (no log: for
+    /// filtering lists).
+    pub fn allows(&self, principal: &Principal, permission: Permission, name: &str) -> bool {
+        let rules = Arc::clone(&self.access.read());
+        !rules.enabled() || rules.allows(principal, permission, name)
     }
 
     /// Whether a node of that name exists (as the kind asked, or either).

@@ -182,6 +182,10 @@ pub struct QueueStats {
     pub active: Option<ConsumerId>,
     /// Expired, dead-lettered and dropped messages so far.
     pub counters: Counters,
+    /// Bytes of the queued messages.
+    pub bytes: usize,
+    /// Groups held at a poison message.
+    pub held_groups: usize,
 }
 
 impl Queue {
@@ -509,6 +513,18 @@ impl Queue {
             groups: inner.state.group_count(),
             active: inner.state.active_consumer(),
             counters: inner.state.counters(),
+            bytes: inner.state.bytes(),
+            held_groups: inner.state.held_groups().len(),
         }
+    }
+
+    /// Its consumers, for the management API.
+    pub fn consumers(&self) -> Vec<crate::core::queue::ConsumerView> {
+        self.inner.lock().state.consumers_view()
+    }
+
+    /// Up to `limit` of its groups (held ones first), for the management API.
+    pub fn groups(&self, limit: usize) -> Vec<crate::core::queue::GroupView> {
+        self.inner.lock().state.groups_view(limit)
     }
 }

@@ -23,6 +23,8 @@ pub struct Broker {
     pub addr: SocketAddr,
     /// Where it listens for amqps, when TLS is on.
     pub tls_addr: Option<SocketAddr>,
+    /// Where its admin API listens, when `[admin] enabled`.
+    pub admin_addr: Option<SocketAddr>,
     /// Its data directory and files (removed on drop).
     pub dir: tempfile::TempDir,
     /// Everything it logged so far (every run, for a restarted broker).
@@ -52,6 +54,8 @@ fn spawn(
         .arg(&port_file)
         .arg("--data-dir")
         .arg(dir.join("data"))
+        .arg("--admin-port-file")
+        .arg(dir.join("admin-port"))
         .env(
             "RUST_LOG",
             std::env::var("ORDO_TEST_LOG").unwrap_or("info".into()),
@@ -88,6 +92,13 @@ fn spawn(
     (child, addr, tls_addr)
 }
 
+/// The admin address the broker wrote (written before the main port file).
+fn read_admin_addr(dir: &Path) -> Option<SocketAddr> {
+    std::fs::read_to_string(dir.join("admin-port"))
+        .ok()
+        .and_then(|t| t.trim().parse().ok())
+}
+
 /// A config fixture from tests/configs/.
 pub fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -110,6 +121,7 @@ impl Broker {
             child,
             addr,
             tls_addr,
+            admin_addr: read_admin_addr(dir.path()),
             dir,
             log,
             config: config.map(Path::to_path_buf),
@@ -130,6 +142,7 @@ impl Broker {
         self.log.lock().unwrap().push_str("---- restart ----\n");
         let (child, addr, tls_addr) = spawn(self.dir.path(), self.config.as_deref(), &self.log);
         self.tls_addr = tls_addr;
+        self.admin_addr = read_admin_addr(self.dir.path());
         self.child = child;
         self.addr = addr;
     }

@@ -310,6 +310,13 @@ impl QueueState {
         let delivery_id = self.next_delivery_id;
         self.next_delivery_id += 1;
         let first_acquirer = !entry.acquired;
+        self.counters.delivered += 1;
+        if !first_acquirer {
+            self.counters.redelivered += 1;
+        }
+        if settled {
+            self.counters.acked += 1;
+        }
         entry.acquired = true;
         // A pre-settled delivery leaves the queue (and the store) now, so a
         // paged-out body is read before that; otherwise the connection

@@ -80,6 +80,11 @@ pub(super) struct GroupQueue {
 }
 
 impl GroupQueue {
+    /// Messages queued in the group.
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
     /// An empty queue.
     fn new(strict: bool) -> Self {
         Self {

@@ -82,6 +82,7 @@ impl QueueState {
         let slot = entry.group;
         match outcome {
             Outcome::Accepted => {
+                self.counters.acked += 1;
                 let closes = entry.closes;
                 if let Some(r) = self.retire(&entry) {
                     actions.push(Action::Store(r));

@@ -1,0 +1,527 @@
+//! The admin listener: a JSON HTTP API for operators (queues, consumers,
+//! groups; purge, rebalance, release a held group), Prometheus metrics and
+//! the API's OpenAPI description. Requests authenticate with HTTP Basic as
+//! one of the `[[users]]` (or go anonymous where `allow-anonymous` is on);
+//! what a principal sees and changes is decided by the `manage` permission
+//! of the `[[access]]` rules. docs/OPERATIONS.md shows its use.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use serde::{Deserialize, Serialize};
+
+use crate::amqp::io::ServeContext;
+use crate::core::access::{Permission, Principal};
+use crate::core::queue::{ConsumerView, GroupView};
+use crate::core::Queue;
+use crate::store::Journal;
+
+/// The OpenAPI description of this API (served at /api/openapi.json).
+pub const OPENAPI: &str = include_str!("admin/openapi.json");
+
+/// Groups listed per queue unless the request asks for another limit.
+const DEFAULT_GROUP_LIMIT: usize = 1000;
+
+/// What the handlers share.
+#[derive(Clone)]
+pub struct AdminState {
+    /// The broker and its credentials.
+    pub ctx: Arc<ServeContext>,
+    /// The store's writer (sync statistics).
+    pub journal: Arc<Journal>,
+}
+
+/// The admin routes.
+pub fn router(state: AdminState) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/api/openapi.json", get(openapi))
+        .route("/api/overview", get(overview))
+        .route("/api/queues", get(queues))
+        .route("/api/queues/{name}", get(queue))
+        .route("/api/queues/{name}/consumers", get(consumers))
+        .route("/api/queues/{name}/groups", get(groups))
+        .route("/api/queues/{name}/purge", post(purge))
+        .route("/api/queues/{name}/rebalance", post(rebalance))
+        .route("/api/queues/{name}/groups/{group}/release", post(release))
+        .with_state(state)
+}
+
+/// An error answer: a status and a JSON `{"error": ...}`.
+#[derive(Debug)]
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        let mut response = (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response();
+        if self.0 == StatusCode::UNAUTHORIZED {
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                header::HeaderValue::from_static("Basic realm=\"ordo\""),
+            );
+        }
+        response
+    }
+}
+
+/// Who sent the request: HTTP Basic credentials checked like SASL PLAIN,
+/// or anonymous where that is allowed.
+async fn principal(state: &AdminState, headers: &HeaderMap) -> Result<Principal, ApiError> {
+    let credentials = Arc::clone(&state.ctx.credentials.read());
+    let Some(value) = headers.get(header::AUTHORIZATION) else {
+        if credentials.allow_anonymous() {
+            return Ok(Principal::anonymous());
+        }
+        return Err(ApiError(
+            StatusCode::UNAUTHORIZED,
+            "log in with HTTP Basic as one of the [[users]]".into(),
+        ));
+    };
+    let bad = || ApiError(StatusCode::UNAUTHORIZED, "bad credentials".into());
+    let encoded = value
+        .to_str()
+        .ok()
+        .and_then(|v| v.strip_prefix("Basic "))
+        .ok_or_else(bad)?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(encoded.trim())
+        .map_err(|_| bad())?;
+    let text = String::from_utf8(decoded).map_err(|_| bad())?;
+    let (user, password) = text.split_once(':').ok_or_else(bad)?;
+    let (user, password) = (user.to_owned(), password.to_owned());
+    let checker = Arc::clone(&credentials);
+    let name = user.clone();
+    let ok = tokio::task::spawn_blocking(move || checker.check_plain(&name, &password))
+        .await
+        .unwrap_or(false);
+    if !ok {
+        tracing::warn!(user = %user, "admin API: login failed");
+        return Err(bad());
+    }
+    Ok(Principal {
+        groups: credentials.groups(&user),
+        user: Some(user),
+    })
+}
+
+/// The queue `name`, if `who` may manage it.
+async fn managed(
+    state: &AdminState,
+    headers: &HeaderMap,
+    name: &str,
+) -> Result<(Principal, Arc<Queue>), ApiError> {
+    let who = principal(state, headers).await?;
+    let broker = &state.ctx.broker;
+    if !broker.allows(&who, Permission::Manage, name) {
+        tracing::warn!(
+            user = who.display(),
+            queue = name,
+            "admin API: manage denied"
+        );
+        return Err(ApiError(
+            StatusCode::FORBIDDEN,
+            format!("{} may not manage {name}", who.display()),
+        ));
+    }
+    let queue = broker
+        .existing_queue(name)
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no queue {name}")))?;
+    Ok((who, queue))
+}
+
+/// One queue in a listing.
+#[derive(Debug, Serialize, Deserialize, PartialEq)]
+pub struct QueueInfo {
+    /// Its name.
+    pub name: String,
+    /// Messages waiting.
+    pub messages: usize,
+    /// Bytes of the messages waiting.
+    pub bytes: usize,
+    /// Deliveries awaiting an outcome.
+    pub unsettled: usize,
+    /// Attached consumers.
+    pub consumers: usize,
+    /// Live message groups.
+    pub groups: usize,
+    /// Groups held at a poison message.
+    pub held_groups: usize,
+    /// The active exclusive consumer.
+    pub active_consumer: Option<u64>,
+    /// Whether one consumer at a time is active.
+    pub exclusive: bool,
+    /// `relaxed` or `strict`.
+    pub group_ordering: String,
+    /// Messages put on the queue so far.
+    pub enqueued: u64,
+    /// Deliveries so far (redeliveries included).
+    pub delivered: u64,
+    /// Redeliveries so far.
+    pub redelivered: u64,
+    /// Messages consumed for good so far.
+    pub acked: u64,
+    /// Messages dead-lettered so far.
+    pub dead_lettered: u64,
+    /// Messages expired so far.
+    pub expired: u64,
+}
+
+fn info(queue: &Queue) -> QueueInfo {
+    let stats = queue.stats();
+    let settings = queue.settings();
+    QueueInfo {
+        name: queue.name().to_owned(),
+        messages: stats.depth,
+        bytes: stats.bytes,
+        unsettled: stats.unacked,
+        consumers: stats.consumers,
+        groups: stats.groups,
+        held_groups: stats.held_groups,
+        active_consumer: stats.active.map(|c| c.0),
+        exclusive: settings.exclusive,
+        group_ordering: format!("{:?}", settings.group_ordering).to_lowercase(),
+        enqueued: stats.counters.enqueued,
+        delivered: stats.counters.delivered,
+        redelivered: stats.counters.redelivered,
+        acked: stats.counters.acked,
+        dead_lettered: stats.counters.dead_lettered,
+        expired: stats.counters.expired,
+    }
+}
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
+}
+
+async fn overview(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    principal(&state, &headers).await?;
+    let broker = &state.ctx.broker;
+    Ok(Json(serde_json::json!({
+        "product": "Ordo",
+        "version": env!("CARGO_PKG_VERSION"),
+        "connections": state.ctx.connections.load(Ordering::Relaxed),
+        "queues": broker.queues().len(),
+        "topics": broker.topic_names().len(),
+        "memory_bytes": broker.resident_bytes(),
+        "memory_level": format!("{:?}", broker.memory_level()).to_lowercase(),
+    })))
+}
+
+async fn queues(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+) -> Result<Json<Vec<QueueInfo>>, ApiError> {
+    let who = principal(&state, &headers).await?;
+    let broker = &state.ctx.broker;
+    Ok(Json(
+        broker
+            .queues()
+            .iter()
+            .filter(|q| broker.allows(&who, Permission::Manage, q.name()))
+            .map(|q| info(q))
+            .collect(),
+    ))
+}
+
+/// A queue with its consumers and groups.
+#[derive(Debug, Serialize)]
+struct QueueDetail {
+    #[serde(flatten)]
+    info: QueueInfo,
+    consumers_list: Vec<ConsumerView>,
+    groups_list: Vec<GroupView>,
+}
+
+async fn queue(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (_, queue) = managed(&state, &headers, &name).await?;
+    let detail = QueueDetail {
+        info: info(&queue),
+        consumers_list: queue.consumers(),
+        groups_list: queue.groups(DEFAULT_GROUP_LIMIT),
+    };
+    let mut value = serde_json::to_value(detail).unwrap_or_default();
+    if let Some(map) = value.as_object_mut() {
+        // `consumers` and `groups` are counts in listings; the detail
+        // carries the lists under the same names, counts under `*_count`.
+        for key in ["consumers", "groups"] {
+            if let Some(count) = map.remove(key) {
+                map.insert(format!("{key}_count"), count);
+            }
+            if let Some(list) = map.remove(&format!("{key}_list")) {
+                map.insert(key.to_owned(), list);
+            }
+        }
+    }
+    Ok(Json(value))
+}
+
+async fn consumers(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<Vec<ConsumerView>>, ApiError> {
+    let (_, queue) = managed(&state, &headers, &name).await?;
+    Ok(Json(queue.consumers()))
+}
+
+/// `?limit=N` on the group listing.
+#[derive(Debug, Deserialize)]
+struct Limit {
+    limit: Option<usize>,
+}
+
+async fn groups(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+    Query(limit): Query<Limit>,
+) -> Result<Json<Vec<GroupView>>, ApiError> {
+    let (_, queue) = managed(&state, &headers, &name).await?;
+    Ok(Json(
+        queue.groups(limit.limit.unwrap_or(DEFAULT_GROUP_LIMIT)),
+    ))
+}
+
+async fn purge(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (who, queue) = managed(&state, &headers, &name).await?;
+    let purged = queue.purge();
+    tracing::info!(user = who.display(), queue = %name, purged, "queue purged");
+    Ok(Json(serde_json::json!({ "purged": purged })))
+}
+
+async fn rebalance(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path(name): Path<String>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (who, queue) = managed(&state, &headers, &name).await?;
+    let moved = queue.rebalance();
+    tracing::info!(user = who.display(), queue = %name, moved, "groups rebalanced by an operator");
+    Ok(Json(serde_json::json!({ "moved": moved })))
+}
+
+async fn release(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+    Path((name, group)): Path<(String, String)>,
+) -> Result<Json<serde_json::Value>, ApiError> {
+    let (who, queue) = managed(&state, &headers, &name).await?;
+    if !queue.release_held(&group) {
+        return Err(ApiError(
+            StatusCode::CONFLICT,
+            format!("group {group} of {name} is not held"),
+        ));
+    }
+    tracing::info!(user = who.display(), queue = %name, group = %group, "held group released by an operator");
+    Ok(Json(serde_json::json!({ "released": group })))
+}
+
+async fn metrics(State(state): State<AdminState>) -> Response {
+    let mut text = String::new();
+    let collector = Metrics {
+        state: state.clone(),
+    };
+    let mut registry = prometheus_client::registry::Registry::default();
+    registry.register_collector(Box::new(collector));
+    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
+        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
+    }
+    (
+        [(
+            header::CONTENT_TYPE,
+            "application/openmetrics-text; version=1.0.0; charset=utf-8",
+        )],
+        text,
+    )
+        .into_response()
+}
+
+/// The metrics, read from the broker at each scrape.
+struct Metrics {
+    state: AdminState,
+}
+
+impl std::fmt::Debug for Metrics {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Metrics")
+    }
+}
+
+/// A per-queue metric: name, help, counter or gauge, and its value.
+type QueueMetric = (&'static str, &'static str, bool, fn(&QueueInfo) -> u64);
+
+const QUEUE_METRICS: &[QueueMetric] = &[
+    (
+        "ordo_queue_messages",
+        "Messages waiting in the queue.",
+        false,
+        |q| q.messages as u64,
+    ),
+    (
+        "ordo_queue_bytes",
+        "Bytes of the messages waiting.",
+        false,
+        |q| q.bytes as u64,
+    ),
+    (
+        "ordo_queue_unsettled",
+        "Deliveries awaiting an outcome.",
+        false,
+        |q| q.unsettled as u64,
+    ),
+    ("ordo_queue_consumers", "Attached consumers.", false, |q| {
+        q.consumers as u64
+    }),
+    ("ordo_queue_groups", "Live message groups.", false, |q| {
+        q.groups as u64
+    }),
+    (
+        "ordo_queue_held_groups",
+        "Groups held at a poison message.",
+        false,
+        |q| q.held_groups as u64,
+    ),
+    (
+        "ordo_queue_exclusive_active",
+        "1 when an exclusive consumer is active.",
+        false,
+        |q| u64::from(q.active_consumer.is_some()),
+    ),
+    (
+        "ordo_queue_enqueued",
+        "Messages put on the queue.",
+        true,
+        |q| q.enqueued,
+    ),
+    (
+        "ordo_queue_delivered",
+        "Deliveries to consumers, redeliveries included.",
+        true,
+        |q| q.delivered,
+    ),
+    ("ordo_queue_redelivered", "Redeliveries.", true, |q| {
+        q.redelivered
+    }),
+    (
+        "ordo_queue_acked",
+        "Messages consumed for good.",
+        true,
+        |q| q.acked,
+    ),
+    (
+        "ordo_queue_dead_lettered",
+        "Messages moved to the dead-letter address.",
+        true,
+        |q| q.dead_lettered,
+    ),
+    ("ordo_queue_expired", "Messages expired.", true, |q| {
+        q.expired
+    }),
+];
+
+impl prometheus_client::collector::Collector for Metrics {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
+        let broker = &self.state.ctx.broker;
+        let queues: Vec<QueueInfo> = broker.queues().iter().map(|q| info(q)).collect();
+        for (name, help, counter, value) in QUEUE_METRICS {
+            if *counter {
+                let mut family = encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    ConstCounter::new(0u64).metric_type(),
+                )?;
+                for q in &queues {
+                    let labels = vec![("queue".to_owned(), q.name.clone())];
+                    ConstCounter::new(value(q)).encode(family.encode_family(&labels)?)?;
+                }
+            } else {
+                let mut family = encoder.encode_descriptor(
+                    name,
+                    help,
+                    None,
+                    ConstGauge::new(0i64).metric_type(),
+                )?;
+                for q in &queues {
+                    let labels = vec![("queue".to_owned(), q.name.clone())];
+                    let v = i64::try_from(value(q)).unwrap_or(i64::MAX);
+                    ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, v: i64| {
+            let g = ConstGauge::new(v);
+            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
+        };
+        let counter = |encoder: &mut DescriptorEncoder, name: &str, help: &str, v: u64| {
+            let c = ConstCounter::new(v);
+            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
+        };
+        let connections = self.state.ctx.connections.load(Ordering::Relaxed);
+        gauge(
+            &mut encoder,
+            "ordo_connections",
+            "Open connections (handshakes included).",
+            connections as i64,
+        )?;
+        gauge(&mut encoder, "ordo_queues", "Queues.", queues.len() as i64)?;
+        gauge(
+            &mut encoder,
+            "ordo_topics",
+            "Topics.",
+            broker.topic_names().len() as i64,
+        )?;
+        gauge(
+            &mut encoder,
+            "ordo_memory_bytes",
+            "Bytes of queued messages in memory.",
+            broker.resident_bytes() as i64,
+        )?;
+        let stats = self.state.journal.stats();
+        counter(
+            &mut encoder,
+            "ordo_store_batches",
+            "Group-commit batches written.",
+            stats.batches,
+        )?;
+        counter(
+            &mut encoder,
+            "ordo_store_records",
+            "Records written (average batch size: records / batches).",
+            stats.records,
+        )?;
+        counter(
+            &mut encoder,
+            "ordo_store_syncs",
+            "fsyncs of the store.",
+            stats.syncs,
+        )?;
+        counter(
+            &mut encoder,
+            "ordo_store_sync_microseconds",
+            "Time spent in fsync (average latency: this / syncs).",
+            stats.sync_us,
+        )?;
+        Ok(())
+    }
+}
