@@ -1,6 +1,6 @@
 //! The admin listener: a JSON HTTP API for operators (queues, consumers,
 //! groups; purge, rebalance, release a held group), Prometheus metrics and
-//! the API's OpenAPI description. Requests authenticate with HTTP Basic as
+//! the API's OpenAPI description, and a web console (`/`) over the API. Requests authenticate with HTTP Basic as
 //! one of the `[[users]]` (or go anonymous where `allow-anonymous` is on);
 //! what a principal sees and changes is decided by the `manage` permission
 //! of the `[[access]]` rules. docs/OPERATIONS.md shows its use.
@@ -43,6 +43,7 @@ pub struct AdminState {
 /// The admin routes.
 pub fn router(state: AdminState) -> Router {
     Router::new()
+        .route("/", get(console))
         .route("/metrics", get(metrics))
         .route("/api/openapi.json", get(openapi))
         .route("/api/overview", get(overview))
@@ -196,6 +197,25 @@ fn info(queue: &Queue) -> QueueInfo {
         dead_lettered: stats.counters.dead_lettered,
         expired: stats.counters.expired,
     }
+}
+
+/// The web console: one page that reads this API (src/admin/console.html).
+const CONSOLE: &str = include_str!("admin/console.html");
+
+async fn console(
+    State(state): State<AdminState>,
+    headers: HeaderMap,
+) -> Result<impl IntoResponse, ApiError> {
+    // Logging in here makes the browser send the credentials with the
+    // page's API calls.
+    principal(&state, &headers).await?;
+    Ok((
+        [
+            (header::CONTENT_TYPE, "text/html; charset=utf-8"),
+            (header::CACHE_CONTROL, "no-store"),
+        ],
+        CONSOLE,
+    ))
 }
 
 async fn openapi() -> impl IntoResponse {
