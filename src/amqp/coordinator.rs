@@ -144,6 +144,13 @@ impl Session {
             );
             return;
         };
+        if let Err(e) = super::wellformed::check_exact(value) {
+            reply_error(
+                ctx,
+                cond::decode(format!("a malformed control message: {e}")),
+            );
+            return;
+        }
         if let Ok(declare) = serde_amqp::from_slice::<Declare>(value) {
             if declare.global_id.is_some() {
                 reply_error(

@@ -105,6 +105,10 @@ pub fn next_amqp(buf: &mut BytesMut, max: u32) -> Result<Option<amqp::Frame>, Fr
     let Some(mut raw) = next_raw(buf, max, FRAME_TYPE_AMQP)? else {
         return Ok(None);
     };
+    // The performative (a transfer's payload after it is the message's).
+    if raw.len() > 4 {
+        super::wellformed::value_len(&raw[4..]).map_err(FrameError::Decode)?;
+    }
     amqp::FrameDecoder {}
         .decode(&mut raw)
         .map_err(|e| FrameError::Decode(e.to_string()))
@@ -118,6 +122,7 @@ pub fn next_sasl(buf: &mut BytesMut, max: u32) -> Result<Option<sasl::Frame>, Fr
     if raw.len() == 4 {
         return Err(FrameError::Decode("empty SASL frame".into()));
     }
+    super::wellformed::check_exact(&raw[4..]).map_err(FrameError::Decode)?;
     sasl::FrameCodec {}
         .decode(&mut raw)
         .map_err(|e| FrameError::Decode(e.to_string()))

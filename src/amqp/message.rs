@@ -48,6 +48,9 @@ pub enum MessageError {
     /// The header section does not decode.
     #[error("invalid header: {0}")]
     BadHeader(String),
+    /// The message-annotations section is malformed.
+    #[error("invalid message annotations: {0}")]
+    BadAnnotations(String),
 }
 
 /// How deeply described types may nest (a descriptor that is itself
@@ -227,6 +230,8 @@ pub fn parse(payload: Bytes) -> Result<Message, MessageError> {
             HEADER => header = parse_header(section)?,
             DELIVERY_ANNOTATIONS => {}
             MESSAGE_ANNOTATIONS => {
+                // Decoded again (serde_amqp) when the broker adds its own.
+                super::wellformed::check_exact(section).map_err(MessageError::BadAnnotations)?;
                 annotations = payload.slice(pos..pos + len);
                 schedule = scan_message_annotations(section)?;
             }
@@ -559,6 +564,7 @@ fn string_value(value: &[u8]) -> Result<Option<String>, ()> {
 
 /// Parses the header section into the fields the broker owns.
 fn parse_header(section: &[u8]) -> Result<HeaderFields, MessageError> {
+    super::wellformed::check_exact(section).map_err(MessageError::BadHeader)?;
     let h: Header =
         serde_amqp::from_slice(section).map_err(|e| MessageError::BadHeader(e.to_string()))?;
     Ok(HeaderFields {
@@ -616,7 +622,12 @@ fn merged_annotations(m: &Message, extra: &[(String, AnnotationValue)]) -> Bytes
     let mut map = if m.annotations.is_empty() {
         MessageAnnotations::default()
     } else {
-        serde_amqp::from_slice::<MessageAnnotations>(&m.annotations).unwrap_or_default()
+        match super::wellformed::check_exact(&m.annotations) {
+            Ok(()) => {
+                serde_amqp::from_slice::<MessageAnnotations>(&m.annotations).unwrap_or_default()
+            }
+            Err(_) => MessageAnnotations::default(),
+        }
     };
     for (key, value) in m.broker_annotations().iter().chain(extra) {
         let value = match value {

@@ -37,5 +37,6 @@ pub mod selector_values;
 pub mod session;
 pub mod subscription;
 pub mod tool_links;
+pub mod wellformed;
 
 pub use connection::{Connection, EngineConfig};
