@@ -63,7 +63,9 @@ async fn the_console_shows_queues_consumers_groups_and_a_held_group() {
         .await
         .unwrap();
     two.credit(20).await;
-    let mut c = Connection::open("producer", broker.url().as_str()).await.unwrap();
+    let mut c = Connection::open("producer", broker.url().as_str())
+        .await
+        .unwrap();
     let mut s = Session::begin(&mut c).await.unwrap();
     let mut sender = Sender::attach(&mut s, "p", "orders").await.unwrap();
     for (group, body) in [
@@ -109,7 +111,10 @@ async fn the_console_shows_queues_consumers_groups_and_a_held_group() {
     let page = render(&format!("{admin}/#queue=orders"), None);
     assert!(page.contains("Queue orders"), "{page}");
     for group in ["eu-7", "us-3", "apac-1"] {
-        assert!(page.contains(&format!("<td>{group}</td>")), "{group}: {page}");
+        assert!(
+            page.contains(&format!("<td>{group}</td>")),
+            "{group}: {page}"
+        );
     }
     assert!(page.contains("held at a poison message"), "{page}");
     assert!(page.contains("ordering strict"), "{page}");

@@ -115,18 +115,19 @@ for t in "${TARGETS[@]}"; do
         shown=0
         for a in $found; do
             if known=$(known_regression "$a" "$t"); then
-                echo "-- $a: still fails (known: tests/fuzz/regressions/$known)" >&2
+                echo "-- $a: still fails (tests/fuzz/regressions/$known)" >&2
                 continue
             fi
-            echo "-- $a: new" >&2
-            # The fork-mode log has no backtraces: run the input once more
-            # for its panic message or sanitizer report (first three only).
-            if [[ $shown -lt 3 ]]; then
+            # The fork-mode log has no backtraces: run the first few new
+            # inputs once more for their panic message or sanitizer summary.
+            what=""
+            if [[ $shown -lt 10 ]]; then
                 shown=$((shown + 1))
-                timeout 60 "$bin" -runs=1 -rss_limit_mb=2048 -timeout=10 "$a" 2>&1 |
-                    grep -E -A25 'panicked at|ERROR: (libFuzzer|AddressSanitizer|LeakSanitizer)' |
-                    grep -vE '^ +at /rustc|compiler-rt|libfuzzer/' | head -30 >&2 || true
+                what=$(timeout 60 "$bin" -runs=1 -rss_limit_mb=2048 -timeout=10 "$a" 2>&1 |
+                    grep -E -A1 'panicked at|^==[0-9]+== ERROR|^SUMMARY' | grep -vE '^--$' |
+                    head -3 | tr '\n' ' ' || true)
             fi
+            echo "-- $a: new ${what}" >&2
         done
         failed+=("$t")
     fi
