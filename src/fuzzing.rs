@@ -268,14 +268,16 @@ const PROPERTY_NAMES: [&str; 6] = [
 /// section walkers, the parser, and for a message that parses, the
 /// duplicate-detection id, the routing accessors, application-property
 /// lookups, selector evaluation and the payload a consumer would get (with
-/// and without broker annotations). The lookups and selectors also run on
-/// `data` as a bare message that never went through the parser (a stored
-/// message's bare bytes are not parsed again).
+/// and without broker annotations). Selectors only ever see messages that
+/// parsed (the parser checks every length in the properties section before
+/// a selector decodes it), so they are not run on bytes that did not parse.
 pub fn message_parser(data: &[u8]) {
     let _ = message::sections(data).count();
     let _ = message::amqp_value(data);
     let _ = message::data_body(data);
-    read_bare(&Message::from_bare(Bytes::copy_from_slice(data)));
+    for name in PROPERTY_NAMES {
+        let _ = message::application_property(data, name);
+    }
     let Ok(parsed) = message::parse(Bytes::copy_from_slice(data)) else {
         return;
     };
