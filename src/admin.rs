@@ -14,9 +14,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric};
-use prometheus_client::metrics::counter::ConstCounter;
-use prometheus_client::metrics::gauge::ConstGauge;
 use serde::{Deserialize, Serialize};
 
 use crate::amqp::io::ServeContext;
@@ -24,6 +21,9 @@ use crate::core::access::{Permission, Principal};
 use crate::core::queue::{ConsumerView, GroupView};
 use crate::core::Queue;
 use crate::store::Journal;
+
+mod metrics;
+mod operations;
 
 /// The OpenAPI description of this API (served at /api/openapi.json).
 pub const OPENAPI: &str = include_str!("admin/openapi.json");
@@ -44,11 +44,22 @@ pub struct AdminState {
 pub fn router(state: AdminState) -> Router {
     Router::new()
         .route("/", get(console))
-        .route("/metrics", get(metrics))
+        .route("/metrics", get(metrics::metrics))
         .route("/api/openapi.json", get(openapi))
         .route("/api/overview", get(overview))
+        .route("/api/connections", get(operations::connections))
+        .route(
+            "/api/connections/{id}",
+            get(operations::connection).delete(operations::close_connection),
+        )
+        .route("/api/consumers", get(operations::consumers))
+        .route("/api/topics", get(operations::topics))
         .route("/api/queues", get(queues))
-        .route("/api/queues/{name}", get(queue))
+        .route(
+            "/api/queues/{name}",
+            get(queue).patch(operations::change_settings),
+        )
+        .route("/api/queues/{name}/move", post(operations::move_messages))
         .route("/api/queues/{name}/consumers", get(consumers))
         .route("/api/queues/{name}/groups", get(groups))
         .route("/api/queues/{name}/purge", post(purge))
@@ -59,7 +70,7 @@ pub fn router(state: AdminState) -> Router {
 
 /// An error answer: a status and a JSON `{"error": ...}`.
 #[derive(Debug)]
-pub struct ApiError(StatusCode, String);
+pub struct ApiError(pub StatusCode, pub String);
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
@@ -174,9 +185,12 @@ pub struct QueueInfo {
     pub dead_lettered: u64,
     /// Messages expired so far.
     pub expired: u64,
+    /// How long the oldest waiting message has waited (ms, to within a
+    /// second); None when none waits.
+    pub oldest_message_age_ms: Option<u64>,
 }
 
-fn info(queue: &Queue) -> QueueInfo {
+pub(crate) fn info(queue: &Queue) -> QueueInfo {
     let stats = queue.stats();
     let settings = queue.settings();
     QueueInfo {
@@ -196,6 +210,7 @@ fn info(queue: &Queue) -> QueueInfo {
         acked: stats.counters.acked,
         dead_lettered: stats.counters.dead_lettered,
         expired: stats.counters.expired,
+        oldest_message_age_ms: queue.oldest_age(),
     }
 }
 
@@ -262,6 +277,7 @@ struct QueueDetail {
     info: QueueInfo,
     consumers_list: Vec<ConsumerView>,
     groups_list: Vec<GroupView>,
+    settings: crate::core::settings::QueueSettings,
 }
 
 async fn queue(
@@ -274,6 +290,7 @@ async fn queue(
         info: info(&queue),
         consumers_list: queue.consumers(),
         groups_list: queue.groups(DEFAULT_GROUP_LIMIT),
+        settings: queue.settings(),
     };
     let mut value = serde_json::to_value(detail).unwrap_or_default();
     if let Some(map) = value.as_object_mut() {
@@ -354,194 +371,4 @@ async fn release(
     }
     tracing::info!(user = who.display(), queue = %name, group = %group, "held group released by an operator");
     Ok(Json(serde_json::json!({ "released": group })))
-}
-
-async fn metrics(State(state): State<AdminState>) -> Response {
-    let mut text = String::new();
-    let collector = Metrics {
-        state: state.clone(),
-    };
-    let mut registry = prometheus_client::registry::Registry::default();
-    registry.register_collector(Box::new(collector));
-    if let Err(e) = prometheus_client::encoding::text::encode(&mut text, &registry) {
-        return (StatusCode::INTERNAL_SERVER_ERROR, e.to_string()).into_response();
-    }
-    (
-        [(
-            header::CONTENT_TYPE,
-            "application/openmetrics-text; version=1.0.0; charset=utf-8",
-        )],
-        text,
-    )
-        .into_response()
-}
-
-/// The metrics, read from the broker at each scrape.
-struct Metrics {
-    state: AdminState,
-}
-
-impl std::fmt::Debug for Metrics {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Metrics")
-    }
-}
-
-/// A per-queue metric: name, help, counter or gauge, and its value.
-type QueueMetric = (&'static str, &'static str, bool, fn(&QueueInfo) -> u64);
-
-const QUEUE_METRICS: &[QueueMetric] = &[
-    (
-        "ordo_queue_messages",
-        "Messages waiting in the queue.",
-        false,
-        |q| q.messages as u64,
-    ),
-    (
-        "ordo_queue_bytes",
-        "Bytes of the messages waiting.",
-        false,
-        |q| q.bytes as u64,
-    ),
-    (
-        "ordo_queue_unsettled",
-        "Deliveries awaiting an outcome.",
-        false,
-        |q| q.unsettled as u64,
-    ),
-    ("ordo_queue_consumers", "Attached consumers.", false, |q| {
-        q.consumers as u64
-    }),
-    ("ordo_queue_groups", "Live message groups.", false, |q| {
-        q.groups as u64
-    }),
-    (
-        "ordo_queue_held_groups",
-        "Groups held at a poison message.",
-        false,
-        |q| q.held_groups as u64,
-    ),
-    (
-        "ordo_queue_exclusive_active",
-        "1 when an exclusive consumer is active.",
-        false,
-        |q| u64::from(q.active_consumer.is_some()),
-    ),
-    (
-        "ordo_queue_enqueued",
-        "Messages put on the queue.",
-        true,
-        |q| q.enqueued,
-    ),
-    (
-        "ordo_queue_delivered",
-        "Deliveries to consumers, redeliveries included.",
-        true,
-        |q| q.delivered,
-    ),
-    ("ordo_queue_redelivered", "Redeliveries.", true, |q| {
-        q.redelivered
-    }),
-    (
-        "ordo_queue_acked",
-        "Messages consumed for good.",
-        true,
-        |q| q.acked,
-    ),
-    (
-        "ordo_queue_dead_lettered",
-        "Messages moved to the dead-letter address.",
-        true,
-        |q| q.dead_lettered,
-    ),
-    ("ordo_queue_expired", "Messages expired.", true, |q| {
-        q.expired
-    }),
-];
-
-impl prometheus_client::collector::Collector for Metrics {
-    fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
-        let broker = &self.state.ctx.broker;
-        let queues: Vec<QueueInfo> = broker.queues().iter().map(|q| info(q)).collect();
-        for (name, help, counter, value) in QUEUE_METRICS {
-            if *counter {
-                let mut family = encoder.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    ConstCounter::new(0u64).metric_type(),
-                )?;
-                for q in &queues {
-                    let labels = vec![("queue".to_owned(), q.name.clone())];
-                    ConstCounter::new(value(q)).encode(family.encode_family(&labels)?)?;
-                }
-            } else {
-                let mut family = encoder.encode_descriptor(
-                    name,
-                    help,
-                    None,
-                    ConstGauge::new(0i64).metric_type(),
-                )?;
-                for q in &queues {
-                    let labels = vec![("queue".to_owned(), q.name.clone())];
-                    let v = i64::try_from(value(q)).unwrap_or(i64::MAX);
-                    ConstGauge::new(v).encode(family.encode_family(&labels)?)?;
-                }
-            }
-        }
-        let gauge = |encoder: &mut DescriptorEncoder, name: &str, help: &str, v: i64| {
-            let g = ConstGauge::new(v);
-            g.encode(encoder.encode_descriptor(name, help, None, g.metric_type())?)
-        };
-        let counter = |encoder: &mut DescriptorEncoder, name: &str, help: &str, v: u64| {
-            let c = ConstCounter::new(v);
-            c.encode(encoder.encode_descriptor(name, help, None, c.metric_type())?)
-        };
-        let connections = self.state.ctx.connections.load(Ordering::Relaxed);
-        gauge(
-            &mut encoder,
-            "ordo_connections",
-            "Open connections (handshakes included).",
-            connections as i64,
-        )?;
-        gauge(&mut encoder, "ordo_queues", "Queues.", queues.len() as i64)?;
-        gauge(
-            &mut encoder,
-            "ordo_topics",
-            "Topics.",
-            broker.topic_names().len() as i64,
-        )?;
-        gauge(
-            &mut encoder,
-            "ordo_memory_bytes",
-            "Bytes of queued messages in memory.",
-            broker.resident_bytes() as i64,
-        )?;
-        let stats = self.state.journal.stats();
-        counter(
-            &mut encoder,
-            "ordo_store_batches",
-            "Group-commit batches written.",
-            stats.batches,
-        )?;
-        counter(
-            &mut encoder,
-            "ordo_store_records",
-            "Records written (average batch size: records / batches).",
-            stats.records,
-        )?;
-        counter(
-            &mut encoder,
-            "ordo_store_syncs",
-            "fsyncs of the store.",
-            stats.syncs,
-        )?;
-        counter(
-            &mut encoder,
-            "ordo_store_sync_microseconds",
-            "Time spent in fsync (average latency: this / syncs).",
-            stats.sync_us,
-        )?;
-        Ok(())
-    }
 }

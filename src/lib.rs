@@ -10,6 +10,7 @@
 //! - `config`: the configuration file, its defaults and validation.
 //! - `admin`: the admin listener: HTTP API and Prometheus metrics.
 //! - `tls`: the rustls server configuration and client certificate identities.
+//! - `connections`: the open connections, for the admin API (list, close).
 //! - `limits`: failed logins per source address, connections per user.
 //! - `auth`: user credentials in SCRAM-SHA-256 form and their verification.
 //! - `fuzzing`: entry points of the fuzz targets (tests/fuzz/README.md).
@@ -21,6 +22,7 @@ pub mod admin;
 pub mod amqp;
 pub mod auth;
 pub mod config;
+pub mod connections;
 pub mod core;
 #[doc(hidden)]
 pub mod fuzzing;

@@ -82,10 +82,49 @@ enum Command {
         #[command(flatten)]
         admin: ordo::tools::admin_cli::AdminArgs,
     },
-    /// List a queue's consumers: priority, credit, unsettled, active.
+    /// List consumers (of one queue, or of every queue): priority, credit,
+    /// unsettled, active, connection.
     Consumers {
+        /// The queue (default: every queue).
+        queue: Option<String>,
+        #[command(flatten)]
+        admin: ordo::tools::admin_cli::AdminArgs,
+    },
+    /// List open connections: peer, user, container-id, sessions, links.
+    Connections(ordo::tools::admin_cli::AdminArgs),
+    /// Close a connection (the client gets amqp:connection:forced).
+    CloseConnection {
+        /// The connection's id (`ordo connections`).
+        id: u64,
+        /// Told to the client in the close.
+        #[arg(long)]
+        reason: Option<String>,
+        #[command(flatten)]
+        admin: ordo::tools::admin_cli::AdminArgs,
+    },
+    /// List topics and their subscriptions.
+    Topics(ordo::tools::admin_cli::AdminArgs),
+    /// Move a queue's waiting messages, oldest first, to another address,
+    /// or (without --to) each back to its original address (a DLQ's).
+    Move {
         /// The queue.
         queue: String,
+        /// The address to move to (default: each message's original one).
+        #[arg(long)]
+        to: Option<String>,
+        /// Move at most this many.
+        #[arg(long)]
+        limit: Option<usize>,
+        #[command(flatten)]
+        admin: ordo::tools::admin_cli::AdminArgs,
+    },
+    /// Change a queue's run-time settings, e.g. `max-length=1000`.
+    SetQueue {
+        /// The queue.
+        queue: String,
+        /// KEY=VALUE pairs, as in the config's queue settings.
+        #[arg(required = true)]
+        settings: Vec<String>,
         #[command(flatten)]
         admin: ordo::tools::admin_cli::AdminArgs,
     },
@@ -195,8 +234,29 @@ fn main() -> ExitCode {
             admin_tool(ordo::tools::admin_cli::groups(&admin, &queue))
         }
         Command::Consumers { queue, admin } => {
-            admin_tool(ordo::tools::admin_cli::consumers(&admin, &queue))
+            admin_tool(ordo::tools::admin_cli::consumers(&admin, queue.as_deref()))
         }
+        Command::Connections(admin) => admin_tool(ordo::tools::admin_cli::connections(&admin)),
+        Command::CloseConnection { id, reason, admin } => admin_tool(
+            ordo::tools::admin_cli::close_connection(&admin, id, reason.as_deref()),
+        ),
+        Command::Topics(admin) => admin_tool(ordo::tools::admin_cli::topics(&admin)),
+        Command::Move {
+            queue,
+            to,
+            limit,
+            admin,
+        } => admin_tool(ordo::tools::admin_cli::move_messages(
+            &admin,
+            &queue,
+            to.as_deref(),
+            limit,
+        )),
+        Command::SetQueue {
+            queue,
+            settings,
+            admin,
+        } => admin_tool(ordo::tools::admin_cli::set_queue(&admin, &queue, &settings)),
         Command::Purge { queue, admin } => {
             admin_tool(ordo::tools::admin_cli::purge(&admin, &queue))
         }

@@ -5,7 +5,6 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -340,6 +339,7 @@ impl Server {
                 users: Arc::default(),
                 max_connections_per_user: config.limits.max_connections_per_user,
                 connections: Default::default(),
+                registry: Arc::default(),
             }),
             max_connections: config.limits.max_connections as usize,
             journal,
@@ -382,7 +382,6 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()> + Send) -> Result<(), ServerError> {
         let (stop_tx, stop_rx) = watch::channel(false);
         let mut tasks = JoinSet::new();
-        let ids = AtomicU64::new(1);
         tokio::pin!(shutdown);
         let broker = Arc::clone(&self.ctx.broker);
         let expiry = tokio::spawn(async move {
@@ -468,7 +467,8 @@ impl Server {
                 )));
             }
             let _ = socket.set_nodelay(true);
-            let id = ids.fetch_add(1, Ordering::Relaxed);
+            // The same id names the connection in logs and the admin API.
+            let id = self.ctx.broker.new_connection_id();
             let span = tracing::info_span!("conn", id, %peer, tls = kind == Listener::Tls);
             let transport = Transport {
                 peer,
@@ -476,6 +476,8 @@ impl Server {
                 initial: bytes::BytesMut::new(),
                 accepted: tokio::time::Instant::now(),
                 refusal,
+                tls: false,
+                id,
             };
             tasks.spawn(
                 serve_socket(

@@ -143,12 +143,21 @@ pub struct Connection {
     /// A producer is waiting for credit withheld for lack of memory: look
     /// again soon.
     starved: bool,
+    /// Sessions or links may have come or gone since [`Connection::topology`]
+    /// last looked.
+    topology_changed: bool,
 }
 
 impl Connection {
     /// A connection that has exchanged protocol headers (and SASL).
     pub fn new(config: Arc<EngineConfig>, broker: Arc<Broker>, now: Instant) -> Self {
         let id = broker.new_connection_id();
+        Self::with_id(config, broker, now, id)
+    }
+
+    /// A connection whose id the caller took from
+    /// [`Broker::new_connection_id`].
+    pub fn with_id(config: Arc<EngineConfig>, broker: Arc<Broker>, now: Instant, id: u64) -> Self {
         Self {
             config,
             broker,
@@ -174,6 +183,7 @@ impl Connection {
             principal: Principal::anonymous(),
             refusal: None,
             starved: false,
+            topology_changed: true,
         }
     }
 
@@ -201,6 +211,23 @@ impl Connection {
     /// The peer's container-id, once known.
     pub fn remote_container(&self) -> &str {
         &self.remote_container
+    }
+
+    /// This connection's id in the broker.
+    pub fn id(&self) -> u64 {
+        self.id
+    }
+
+    /// Its sessions and links, if they may have changed since the last
+    /// call (a begin, end, attach or detach came in).
+    pub fn topology(&mut self) -> Option<(usize, usize)> {
+        if !std::mem::take(&mut self.topology_changed) {
+            return None;
+        }
+        let sessions = self.sessions.iter().flatten();
+        Some(sessions.fold((0, 0), |(s, l), session| {
+            (s + 1, l + session.links.iter().flatten().count())
+        }))
     }
 
     /// Nothing more will happen on this connection: flush and close the socket.
@@ -247,6 +274,12 @@ impl Connection {
     /// Handles one decoded frame.
     pub fn handle_frame(&mut self, frame: Frame) {
         let channel = frame.channel;
+        if matches!(
+            frame.body,
+            FrameBody::Begin(_) | FrameBody::End(_) | FrameBody::Attach(_) | FrameBody::Detach(_)
+        ) {
+            self.topology_changed = true;
+        }
         match (self.state, frame.body) {
             (State::Finished, _) => {}
             (_, FrameBody::Empty) => {}

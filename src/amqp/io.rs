@@ -54,6 +54,8 @@ pub struct ServeContext {
     pub max_connections_per_user: u32,
     /// Sockets being served (handshakes included).
     pub connections: std::sync::atomic::AtomicUsize,
+    /// Connections past their handshake, for the admin API.
+    pub registry: Arc<crate::connections::Registry>,
 }
 
 /// Counts one served socket in [`ServeContext::connections`].
@@ -87,6 +89,10 @@ pub struct Transport {
     /// Close the connection with this error right after its Open (a limit
     /// was reached), so the client learns why.
     pub refusal: Option<AmqpError>,
+    /// The stream is encrypted (set once TLS is established).
+    pub tls: bool,
+    /// The connection's id in the broker (logs and the admin API name it).
+    pub id: u64,
 }
 
 /// Runs a TCP connection: TLS first on the amqps listener or after the
@@ -227,6 +233,7 @@ async fn prepare(
         .peer_certificates()
         .and_then(|chain| chain.first())
         .and_then(crate::tls::certificate_identity);
+    transport.tls = true;
     tracing::debug!(
         version = ?session.protocol_version(),
         certificate = transport.certificate.as_deref(),
@@ -303,6 +310,10 @@ pub async fn serve<S>(
             }
         }
     }
+    let user = match &identity {
+        handshake::Identity::User(user) => Some(user.clone()),
+        handshake::Identity::Anonymous => None,
+    };
     let principal = match identity {
         handshake::Identity::Anonymous => Principal::anonymous(),
         handshake::Identity::User(user) => Principal {
@@ -310,12 +321,17 @@ pub async fn serve<S>(
             user: Some(user),
         },
     };
-    let mut conn = Connection::new(
+    let mut conn = Connection::with_id(
         Arc::clone(&ctx.engine),
         Arc::clone(&ctx.broker),
         Instant::now().into_std(),
+        transport.id,
     );
     conn.set_principal(principal);
+    let registration = ctx
+        .registry
+        .register(conn.id(), transport.peer, user, transport.tls);
+    let entry = &registration.entry;
     if let Some(e) = refusal {
         conn.refuse(e);
     }
@@ -330,6 +346,10 @@ pub async fn serve<S>(
     loop {
         if conn.is_finished() {
             break;
+        }
+        if let Some((sessions, links)) = conn.topology() {
+            entry.set_counts(sessions, links);
+            entry.set_container(conn.remote_container());
         }
         if conn.is_closing() && close_deadline.is_none() {
             close_deadline = Some(Instant::now() + CLOSE_GRACE);
@@ -381,6 +401,10 @@ pub async fn serve<S>(
             }
             _ = shutdown.changed() => {
                 conn.close(Some(cond::forced("the broker is shutting down")));
+            }
+            reason = entry.close_requested() => {
+                tracing::info!(connection = conn.id(), reason = %reason, "connection closed by an operator");
+                conn.close(Some(cond::forced(reason)));
             }
         }
     }

@@ -433,6 +433,7 @@ impl Session {
             group_filter,
             filter: consumer_filter,
             max_unsettled: ctx.config.max_unsettled_per_link,
+            origin: Some((ctx.connection, Arc::from(attach.name.as_str()))),
         };
         let attached =
             match queue.attach_consumer(consumer, Arc::clone(ctx.outbox), options.clone()) {

@@ -514,6 +514,18 @@ impl Broker {
     /// refuse the message, so nothing is lost. Returns the journal ticket of
     /// its record there, if stored.
     pub fn forward(&self, address: &str, message: Message) -> Option<Ticket> {
+        let topic = self.nodes.read().topics.get(address).cloned();
+        if let Some(topic) = topic {
+            // A topic: a copy for each subscription that takes it.
+            let message = Arc::new(message);
+            let mut ticket = None;
+            for queue in topic.subscriptions() {
+                if queue.takes_copy(&message, None) {
+                    ticket = ticket.max(queue.publish_forced(Arc::clone(&message)));
+                }
+            }
+            return ticket;
+        }
         let existing = self.nodes.read().queues.get(address).cloned();
         let queue = existing.unwrap_or_else(|| {
             let mut nodes = self.nodes.write();
@@ -773,7 +785,7 @@ fn check_settings(queue: &Queue, requested: &[(String, String)]) -> Result<(), C
             .map_err(|e| CoreError::InvalidSetting {
                 message: e.to_string(),
             })?;
-        if &wanted != queue.settings() {
+        if wanted != queue.settings() {
             return Err(CoreError::PreconditionFailed {
                 message: format!("queue '{}' exists with a different {key}", queue.name()),
             });

@@ -20,6 +20,7 @@ pub mod access;
 pub mod broker;
 pub mod error;
 pub mod message;
+mod operator;
 pub mod outbox;
 pub mod persist;
 pub mod queue;
@@ -35,8 +36,8 @@ pub use error::CoreError;
 pub use message::{AnnotationValue, Arrival, HeaderFields, Message, RoutingFields};
 pub use outbox::{Delivery, FlowState, Outbox, OutboxItem};
 pub use persist::Persistence;
-pub use queue::{ConsumerOptions, GroupFilter, Outcome};
-pub use queue_handle::{now_ms, Attached, Queue, QueueStats};
+pub use queue::{ConsumerOptions, GroupFilter, MoveReport, MoveTo, Outcome};
+pub use queue_handle::{now_ms, Attached, Queue, QueueStats, RUNTIME_SETTINGS};
 pub use topic::Topic;
 pub use txn::Transaction;
 

@@ -15,7 +15,7 @@ use super::error::CoreError;
 use super::message::Message;
 use super::outbox::{Outbox, OutboxItem};
 use super::persist::{Persistence, StoredEntry};
-use super::queue::{Action, ConsumerOptions, Counters, Outcome, QueueState};
+use super::queue::{Action, ConsumerOptions, Counters, MoveReport, MoveTo, Outcome, QueueState};
 use super::selector::Filter;
 use super::settings::QueueSettings;
 use super::ConsumerId;
@@ -34,7 +34,7 @@ pub struct Queue {
     /// The queue's name, readable without the lock.
     name: String,
     /// Settings, readable without the lock (they do not change).
-    settings: QueueSettings,
+    settings: parking_lot::RwLock<QueueSettings>,
     /// State, outboxes and a reusable action buffer.
     inner: Mutex<Inner>,
     /// Where dead-lettered and expired messages are routed.
@@ -167,6 +167,22 @@ pub struct Attached {
     pub exclusive: bool,
 }
 
+/// The queue settings an operator may change while the queue runs; the
+/// others shape state the queue has built (groups, ordering, durability,
+/// duplicate history) and are fixed at creation.
+pub const RUNTIME_SETTINGS: &[&str] = &[
+    "max-length",
+    "max-bytes",
+    "overflow",
+    "max-delivery-attempts",
+    "poison",
+    "dead-letter-address",
+    "expiry-address",
+    "redelivery-delay",
+    "group-idle-timeout",
+    "group-handover-timeout",
+];
+
 /// A snapshot of a queue's counters.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct QueueStats {
@@ -216,7 +232,7 @@ impl Queue {
                 wake_at: None,
             }),
             name,
-            settings,
+            settings: parking_lot::RwLock::new(settings),
             broker,
             persistence,
             store_id,
@@ -262,9 +278,50 @@ impl Queue {
         &self.name
     }
 
-    /// Its settings.
-    pub fn settings(&self) -> &QueueSettings {
-        &self.settings
+    /// Its settings now.
+    pub fn settings(&self) -> QueueSettings {
+        self.settings.read().clone()
+    }
+
+    /// Changes settings at run time: each `(key, value)` as in the config's
+    /// `[queues."NAME"]` tables, only those in [`RUNTIME_SETTINGS`]. All or
+    /// nothing; returns the new settings. The caller persists them.
+    pub fn change_settings(
+        &self,
+        changes: &[(String, String)],
+    ) -> Result<QueueSettings, CoreError> {
+        let mut inner = self.inner.lock();
+        let mut wanted = self.settings.read().clone();
+        for (key, value) in changes {
+            if !RUNTIME_SETTINGS.contains(&key.as_str()) {
+                return Err(CoreError::InvalidSetting {
+                    message: format!(
+                        "{key} cannot change at run time (these can: {})",
+                        RUNTIME_SETTINGS.join(", ")
+                    ),
+                });
+            }
+            wanted
+                .set(key, value)
+                .map_err(|e| CoreError::InvalidSetting {
+                    message: e.to_string(),
+                })?;
+        }
+        inner.state.set_settings(wanted.clone());
+        *self.settings.write() = wanted.clone();
+        Ok(wanted)
+    }
+
+    /// Moves up to `limit` waiting messages, oldest first, to `to` (see
+    /// `QueueState::move_out`); `existing` are the broker's queue names.
+    pub fn move_messages(
+        &self,
+        to: &MoveTo,
+        limit: usize,
+        existing: &std::collections::HashSet<String>,
+    ) -> MoveReport {
+        let exists = |name: &str| existing.contains(name);
+        self.with_state(|s, a| s.move_out(to, limit, &exists, a)).0
     }
 
     /// Locks the queue for a commit; see [`Locked`].
@@ -366,7 +423,8 @@ impl Queue {
 
     /// Whether the queue detects duplicates (`duplicate-window`).
     pub fn detects_duplicates(&self) -> bool {
-        self.settings.duplicate_window > 0 || !self.settings.duplicate_window_time.is_zero()
+        let settings = self.settings.read();
+        settings.duplicate_window > 0 || !settings.duplicate_window_time.is_zero()
     }
 
     /// [`Self::publish`] of a message with a duplicate-detection id: one
@@ -516,6 +574,14 @@ impl Queue {
             bytes: inner.state.bytes(),
             held_groups: inner.state.held_groups().len(),
         }
+    }
+
+    /// How long its oldest waiting message has waited (ms), to within a
+    /// second; None when no message waits.
+    pub fn oldest_age(&self) -> Option<u64> {
+        let mut inner = self.inner.lock();
+        inner.state.set_now(now_ms());
+        inner.state.oldest_age()
     }
 
     /// Its consumers, for the management API.

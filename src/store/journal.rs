@@ -99,6 +99,24 @@ pub struct JournalStats {
     pub write_us: u64,
     /// Time spent in fsync, in microseconds.
     pub sync_us: u64,
+    /// Fsyncs by latency: `sync_buckets[i]` counts those that took at most
+    /// [`SYNC_BUCKETS_US`]`[i]`; the last counts the slower ones.
+    pub sync_buckets: [u64; SYNC_BUCKETS_US.len() + 1],
+}
+
+/// Upper bounds (µs) of the fsync latency histogram's buckets.
+pub const SYNC_BUCKETS_US: [u64; 12] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 1_000_000,
+];
+
+impl JournalStats {
+    /// Counts one fsync that took `us` microseconds.
+    fn count_sync(&mut self, us: u64) {
+        self.syncs += 1;
+        self.sync_us += us;
+        let bucket = SYNC_BUCKETS_US.partition_point(|&bound| bound < us);
+        self.sync_buckets[bucket] += 1;
+    }
 }
 
 /// Records waiting for the writer.
@@ -372,9 +390,9 @@ impl Journal {
             SyncMode::Always => {
                 *last_sync = Instant::now();
                 let r = self.store.sync();
-                let mut st = self.stats.lock();
-                st.syncs += 1;
-                st.sync_us += last_sync.elapsed().as_micros() as u64;
+                self.stats
+                    .lock()
+                    .count_sync(last_sync.elapsed().as_micros() as u64);
                 r
             }
             SyncMode::Interval(d) => {
@@ -400,11 +418,9 @@ impl Journal {
         *last_sync = Instant::now();
         *unsynced = false;
         let r = self.store.sync();
-        {
-            let mut st = self.stats.lock();
-            st.syncs += 1;
-            st.sync_us += last_sync.elapsed().as_micros() as u64;
-        }
+        self.stats
+            .lock()
+            .count_sync(last_sync.elapsed().as_micros() as u64);
         if let Err(e) = r {
             self.fail(e.is_full(), e.to_string());
         }

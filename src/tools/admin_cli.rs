@@ -1,6 +1,8 @@
-//! `ordo queues`, `ordo groups`, `ordo consumers`, `ordo purge`,
-//! `ordo rebalance`, `ordo release`: the admin API from the command line,
-//! as tables for people or JSON (`--json`) for scripts.
+//! `ordo queues`, `ordo groups`, `ordo consumers`, `ordo connections`,
+//! `ordo topics`, `ordo purge`, `ordo move`, `ordo set-queue`,
+//! `ordo rebalance`, `ordo release`, `ordo close-connection`: the admin API
+//! from the command line, as tables for people or JSON (`--json`) for
+//! scripts.
 
 use clap::Args;
 use serde_json::Value;
@@ -45,9 +47,21 @@ pub enum AdminError {
 
 /// Calls `method path` and returns the JSON answer.
 fn call(args: &AdminArgs, method: &str, path: &str) -> Result<Value, AdminError> {
+    call_with(args, method, path, None, &[])
+}
+
+/// Calls `method path` with an optional JSON body and extra headers.
+fn call_with(
+    args: &AdminArgs,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Result<Value, AdminError> {
     let url = format!("{}{path}", args.admin.trim_end_matches('/'));
     let agent: ureq::Agent = ureq::Agent::config_builder()
         .http_status_as_error(false)
+        .allow_non_standard_methods(true)
         .build()
         .into();
     let auth = args.user.as_ref().map(|user| {
@@ -58,23 +72,31 @@ fn call(args: &AdminArgs, method: &str, path: &str) -> Result<Value, AdminError>
             base64::engine::general_purpose::STANDARD.encode(pair)
         )
     });
-    let response = if method == "POST" {
-        let mut request = agent.post(&url);
-        if let Some(auth) = &auth {
-            request = request.header("Authorization", auth);
-        }
-        request.send_empty()
-    } else {
-        let mut request = agent.get(&url);
-        if let Some(auth) = &auth {
-            request = request.header("Authorization", auth);
-        }
-        request.call()
-    };
-    let mut response = response.map_err(|e| AdminError::Unreachable {
+    let mut request = ureq::http::Request::builder().method(method).uri(&url);
+    if let Some(auth) = &auth {
+        request = request.header("Authorization", auth);
+    }
+    for (name, value) in headers {
+        request = request.header(*name, *value);
+    }
+    let unreachable = |reason: String| AdminError::Unreachable {
         url: url.clone(),
-        reason: e.to_string(),
-    })?;
+        reason,
+    };
+    let response = match body {
+        Some(body) => {
+            let request = request
+                .header("Content-Type", "application/json")
+                .body(body.to_string())
+                .map_err(|e| unreachable(e.to_string()))?;
+            agent.run(request)
+        }
+        None => {
+            let request = request.body(()).map_err(|e| unreachable(e.to_string()))?;
+            agent.run(request)
+        }
+    };
+    let mut response = response.map_err(|e| unreachable(e.to_string()))?;
     let status = response.status().as_u16();
     let body: Value = response.body_mut().read_json().unwrap_or(Value::Null);
     if status >= 400 {
@@ -208,37 +230,212 @@ pub fn groups(args: &AdminArgs, queue: &str) -> Result<(), AdminError> {
     Ok(())
 }
 
-/// `ordo consumers QUEUE`.
-pub fn consumers(args: &AdminArgs, queue: &str) -> Result<(), AdminError> {
-    let value = call(
-        args,
-        "GET",
-        &format!("/api/queues/{}/consumers", segment(queue)),
-    )?;
+/// `ordo consumers [QUEUE]`: one queue's consumers, or every queue's.
+pub fn consumers(args: &AdminArgs, queue: Option<&str>) -> Result<(), AdminError> {
+    let path = match queue {
+        Some(queue) => format!("/api/queues/{}/consumers", segment(queue)),
+        None => "/api/consumers".to_owned(),
+    };
+    let value = call(args, "GET", &path)?;
+    let mut headers = vec![
+        "CONSUMER",
+        "PRIORITY",
+        "CREDIT",
+        "UNSETTLED",
+        "GROUPS",
+        "EXCLUSIVE",
+        "ACTIVE",
+        "CONNECTION",
+        "SELECTOR",
+    ];
+    let mut keys = vec![
+        "id",
+        "priority",
+        "credit",
+        "unsettled",
+        "groups",
+        "exclusive",
+        "active",
+        "connection",
+        "selector",
+    ];
+    if queue.is_none() {
+        headers.insert(0, "QUEUE");
+        keys.insert(0, "queue");
+    }
+    print(args, &value, &headers, &keys);
+    Ok(())
+}
+
+/// `ordo connections`.
+pub fn connections(args: &AdminArgs) -> Result<(), AdminError> {
+    let value = call(args, "GET", "/api/connections")?;
     print(
         args,
         &value,
         &[
-            "CONSUMER",
-            "PRIORITY",
-            "CREDIT",
-            "UNSETTLED",
-            "GROUPS",
-            "EXCLUSIVE",
-            "ACTIVE",
-            "SELECTOR",
+            "CONNECTION",
+            "PEER",
+            "USER",
+            "CONTAINER",
+            "TLS",
+            "SESSIONS",
+            "LINKS",
         ],
         &[
             "id",
-            "priority",
-            "credit",
+            "peer",
+            "user",
+            "container",
+            "tls",
+            "sessions",
+            "links",
+        ],
+    );
+    Ok(())
+}
+
+/// `ordo topics`: each topic's subscriptions, one row each.
+pub fn topics(args: &AdminArgs) -> Result<(), AdminError> {
+    let value = call(args, "GET", "/api/topics")?;
+    let rows: Vec<Value> = value
+        .as_array()
+        .into_iter()
+        .flatten()
+        .flat_map(|topic| {
+            let subscriptions = topic["subscriptions"]
+                .as_array()
+                .cloned()
+                .unwrap_or_default();
+            if subscriptions.is_empty() {
+                return vec![serde_json::json!({ "topic": topic["name"] })];
+            }
+            subscriptions
+                .into_iter()
+                .map(|mut s| {
+                    s["topic"] = topic["name"].clone();
+                    s
+                })
+                .collect()
+        })
+        .collect();
+    if args.json {
+        print(args, &value, &[], &[]);
+        return Ok(());
+    }
+    print(
+        args,
+        &Value::Array(rows),
+        &[
+            "TOPIC",
+            "SUBSCRIPTION",
+            "MESSAGES",
+            "UNSETTLED",
+            "CONSUMERS",
+            "DURABLE",
+            "SELECTOR",
+        ],
+        &[
+            "topic",
+            "queue",
+            "messages",
             "unsettled",
-            "groups",
-            "exclusive",
-            "active",
+            "consumers",
+            "durable",
             "selector",
         ],
     );
+    Ok(())
+}
+
+/// `ordo close-connection ID [--reason TEXT]`.
+pub fn close_connection(args: &AdminArgs, id: u64, reason: Option<&str>) -> Result<(), AdminError> {
+    let headers: Vec<(&str, &str)> = reason.map(|r| ("X-Reason", r)).into_iter().collect();
+    let value = call_with(
+        args,
+        "DELETE",
+        &format!("/api/connections/{id}"),
+        None,
+        &headers,
+    )?;
+    if args.json {
+        println!("{value}");
+    } else {
+        println!("closed connection {id}");
+    }
+    Ok(())
+}
+
+/// `ordo move QUEUE [--to ADDRESS] [--limit N]`.
+pub fn move_messages(
+    args: &AdminArgs,
+    queue: &str,
+    to: Option<&str>,
+    limit: Option<usize>,
+) -> Result<(), AdminError> {
+    let mut body = serde_json::Map::new();
+    if let Some(to) = to {
+        body.insert("to".into(), Value::String(to.to_owned()));
+    }
+    if let Some(limit) = limit {
+        body.insert("limit".into(), Value::from(limit));
+    }
+    let value = call_with(
+        args,
+        "POST",
+        &format!("/api/queues/{}/move", segment(queue)),
+        Some(&Value::Object(body)),
+        &[],
+    )?;
+    if args.json {
+        println!("{value}");
+        return Ok(());
+    }
+    let whereto = to.map_or("their original addresses".to_owned(), str::to_owned);
+    println!(
+        "moved {} messages from {queue} to {whereto}; {} left",
+        cell(&value["moved"]),
+        cell(&value["left"])
+    );
+    if let Some(why) = value["stopped"].as_str() {
+        println!("stopped: {why}");
+    }
+    Ok(())
+}
+
+/// `ordo set-queue QUEUE KEY=VALUE...`.
+pub fn set_queue(args: &AdminArgs, queue: &str, settings: &[String]) -> Result<(), AdminError> {
+    let mut body = serde_json::Map::new();
+    for pair in settings {
+        let Some((key, value)) = pair.split_once('=') else {
+            return Err(AdminError::Refused {
+                status: 400,
+                message: format!("{pair}: expected KEY=VALUE"),
+            });
+        };
+        body.insert(
+            key.trim().to_owned(),
+            Value::String(value.trim().to_owned()),
+        );
+    }
+    let value = call_with(
+        args,
+        "PATCH",
+        &format!("/api/queues/{}", segment(queue)),
+        Some(&Value::Object(body)),
+        &[],
+    )?;
+    if args.json {
+        println!("{value}");
+        return Ok(());
+    }
+    let rows: Vec<Vec<String>> = value["settings"]
+        .as_object()
+        .into_iter()
+        .flatten()
+        .map(|(k, v)| vec![k.clone(), cell(v)])
+        .collect();
+    print!("{}", table(&["SETTING", "VALUE"], &rows));
     Ok(())
 }
 

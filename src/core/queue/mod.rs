@@ -17,15 +17,18 @@
 //! - `txn.rs`: deliveries locked to a transaction, commit and rollback.
 //! - `views.rs`: consumers and groups as the management API shows them.
 
+mod age;
 mod consumers;
 mod dispatch;
 mod duplicates;
+mod entries;
 mod groups;
 mod outcomes;
 mod removal;
 mod schedule;
 mod txn;
 mod views;
+pub use removal::{MoveReport, MoveTo};
 pub use views::{ConsumerView, GroupView};
 
 use std::cmp::Reverse;
@@ -37,7 +40,7 @@ use std::sync::Arc;
 use super::error::CoreError;
 use super::message::Message;
 use super::outbox::{Delivery, FlowState};
-use super::persist::{self, Persistence};
+use super::persist::Persistence;
 use super::selector::Filter;
 use super::settings::{OverflowPolicy, PoisonPolicy, QueueSettings};
 use super::ConsumerId;
@@ -119,6 +122,9 @@ pub struct ConsumerOptions {
     /// Unsettled (or uncommitted) deliveries it may hold at once, whatever
     /// its credit; 0: no limit.
     pub max_unsettled: u32,
+    /// Where it comes from, for the management API: its connection's id
+    /// and its link's name.
+    pub origin: Option<(u64, Arc<str>)>,
 }
 
 /// Position in the queue: higher priority first, then arrival order.
@@ -246,6 +252,8 @@ pub struct QueueState {
     expiries: BinaryHeap<Reverse<(u64, Key, Slot)>>,
     /// Sequence number of the next message to arrive.
     next_seq: u64,
+    /// When messages arrived, sampled (the oldest message's age).
+    arrivals: age::Arrivals,
     /// Attached consumers, in attach order.
     consumers: Vec<Consumer>,
     /// Index of each consumer in `consumers`.
@@ -298,6 +306,7 @@ impl QueueState {
             ready_bytes: 0,
             expiries: BinaryHeap::new(),
             next_seq: 0,
+            arrivals: age::Arrivals::default(),
             consumers: Vec::new(),
             consumer_slots: FoldMap::default(),
             next_attach: 0,
@@ -344,6 +353,11 @@ impl QueueState {
     /// Its settings.
     pub fn settings(&self) -> &QueueSettings {
         &self.settings
+    }
+
+    /// Replaces its settings (the run-time changeable ones differ).
+    pub fn set_settings(&mut self, settings: QueueSettings) {
+        self.settings = settings;
     }
 
     /// Tells the queue the time (ms since the epoch).
@@ -447,90 +461,6 @@ impl QueueState {
                 .slot_for(id, self.settings.max_groups, self.strict()),
             None => NO_GROUP,
         }
-    }
-
-    /// A new entry: persisted if durable here, paged out if memory is over
-    /// its limit (durable ones only), counted in the memory gauge otherwise.
-    /// `timing` is its delivery count, expiry and scheduled delivery time.
-    fn new_entry(
-        &mut self,
-        seq: u64,
-        message: Arc<Message>,
-        timing: (u32, Option<u64>, Option<u64>),
-        acquired: bool,
-        actions: &mut Vec<Action>,
-    ) -> Entry {
-        let (delivery_count, expires_at, deliver_at) = timing;
-        let size = message.size();
-        let persisted = message.header.durable && self.store_id.is_some();
-        if let (true, Some(queue)) = (persisted, self.store_id) {
-            actions.push(Action::Store(Record::Put {
-                queue,
-                seq,
-                value: persist::encode_entry(&message, delivery_count, expires_at, deliver_at),
-            }));
-        }
-        let in_memory = self
-            .persistence
-            .as_ref()
-            .is_none_or(|p| p.admit(size, persisted));
-        let group = self.group_of(&message);
-        let closes = group != NO_GROUP && message.closes_group();
-        let message = if in_memory {
-            message
-        } else {
-            Arc::new(slim(&message))
-        };
-        Entry {
-            seq,
-            message,
-            delivery_count,
-            acquired,
-            expires_at,
-            excluded: None,
-            size: u32::try_from(size).unwrap_or(u32::MAX),
-            group,
-            closes,
-            persisted,
-            paged: !in_memory,
-        }
-    }
-
-    /// Puts back a message read from the store at recovery (no dispatch:
-    /// nothing is attached yet). It counts as acquired before: a consumer
-    /// may have had it when the broker stopped. Its body is dropped again
-    /// if memory is over the limit.
-    pub fn restore(&mut self, seq: u64, stored: persist::StoredEntry, actions: &mut Vec<Action>) {
-        let size = stored.size;
-        let paged = stored.message.bare.is_empty() && size > 0;
-        let in_memory = !paged
-            && self
-                .persistence
-                .as_ref()
-                .is_none_or(|p| p.admit(size, true));
-        let group = self.group_of(&stored.message);
-        let closes = group != NO_GROUP && stored.message.closes_group();
-        let message = if in_memory {
-            stored.message
-        } else {
-            slim(&stored.message)
-        };
-        let entry = Entry {
-            seq,
-            message: Arc::new(message),
-            delivery_count: stored.delivery_count,
-            acquired: true,
-            expires_at: stored.expires_at,
-            excluded: None,
-            size: u32::try_from(size).unwrap_or(u32::MAX),
-            group,
-            closes,
-            persisted: true,
-            paged: !in_memory,
-        };
-        self.next_seq = self.next_seq.max(seq + 1);
-        // A message that expired while the broker was down expires now.
-        self.insert_at(entry, stored.deliver_at, actions);
     }
 
     /// Whether memory is over the limit, so recovery need not keep bodies.
@@ -766,23 +696,6 @@ impl QueueState {
                 drain: c.drain,
                 active: None,
             })
-    }
-}
-
-/// A message without its body: what a paged-out entry keeps in memory. Its
-/// group id is copied out of the message's bytes, so they can be freed.
-fn slim(message: &Message) -> Message {
-    let routing = message.routing.as_ref().map(|r| {
-        let mut r = r.clone();
-        r.group_id = r.group_id.map(|g| bytes::Bytes::copy_from_slice(&g));
-        r
-    });
-    Message {
-        header: message.header,
-        routing,
-        annotations: bytes::Bytes::new(),
-        broker_annotations: message.broker_annotations.clone(),
-        bare: bytes::Bytes::new(),
     }
 }
 

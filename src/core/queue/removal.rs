@@ -51,9 +51,16 @@ impl QueueState {
     }
 
     /// Removes the oldest queued message by arrival, whatever its priority
-    /// or group. Walks every group when there are groups (drop-oldest on a
-    /// grouped queue is rare; ungrouped queues pay ten lookups).
+    /// or group.
     fn take_oldest(&mut self) -> Option<Entry> {
+        let (key, slot) = self.oldest()?;
+        self.remove_at(key, slot)
+    }
+
+    /// Where the oldest queued message by arrival is, whatever its priority
+    /// or group. Walks every group when there are groups (drop-oldest and
+    /// moves on a grouped queue are rare; ungrouped queues pay ten lookups).
+    pub(super) fn oldest(&self) -> Option<(Key, Slot)> {
         let first_of = |map: &std::collections::BTreeMap<Key, Entry>| {
             (0..=9u8)
                 .filter_map(|p| {
@@ -72,7 +79,20 @@ impl QueueState {
                 }
             }
         }
-        let (_, key, slot) = best?;
+        best.map(|(_, key, slot)| (key, slot))
+    }
+
+    /// The queued entry at `key` (in group `slot`).
+    fn entry_at(&self, key: Key, slot: Slot) -> Option<&Entry> {
+        if slot == NO_GROUP {
+            self.ready.get(&key)
+        } else {
+            self.groups.get(slot).and_then(|g| g.queue.get(key))
+        }
+    }
+
+    /// Takes the queued entry at `key` (in group `slot`) out.
+    fn remove_at(&mut self, key: Key, slot: Slot) -> Option<Entry> {
         if slot == NO_GROUP {
             self.remove_ready(&key)
         } else {
@@ -80,6 +100,56 @@ impl QueueState {
             self.settle_idle(slot);
             entry
         }
+    }
+
+    /// Moves up to `limit` queued messages, oldest first, to `to` (an
+    /// operator's move, e.g. from a dead-letter queue back to where its
+    /// messages came from). Messages being delivered stay. Each starts
+    /// afresh there (delivery count 0). With [`MoveTo::Original`] a message
+    /// goes to `x-opt-original-queue` if `exists` says that queue is still
+    /// there, else to `x-opt-original-address`; the move stops, keeping
+    /// order, at the first message that has neither.
+    pub fn move_out(
+        &mut self,
+        to: &MoveTo,
+        limit: usize,
+        exists: &dyn Fn(&str) -> bool,
+        actions: &mut Vec<Action>,
+    ) -> MoveReport {
+        let mut report = MoveReport::default();
+        while report.moved < limit {
+            let Some((key, slot)) = self.oldest() else {
+                break;
+            };
+            let Some(entry) = self.entry_at(key, slot) else {
+                break;
+            };
+            let address = match to {
+                MoveTo::Address(address) => address.clone(),
+                MoveTo::Original => match original_address(&entry.message, exists) {
+                    Some(address) => address,
+                    None => {
+                        report.stopped =
+                            Some(format!("message {} has no original address", entry.seq));
+                        break;
+                    }
+                },
+            };
+            let Some(entry) = self.remove_at(key, slot) else {
+                break;
+            };
+            let mut message = (*self.full_message(&entry)).clone();
+            message.header.delivery_count = 0;
+            let release = self.retire(&entry);
+            actions.push(Action::Forward {
+                address,
+                message,
+                release,
+            });
+            report.moved += 1;
+        }
+        report.left = self.depth();
+        report
     }
 
     /// Expires what is due.
@@ -242,9 +312,8 @@ impl QueueState {
             self.insert(moved, actions);
             return;
         }
-        let mut message = full
-            .with_annotation("x-opt-dead-letter-reason", S(reason.to_string()))
-            .with_annotation("x-opt-original-address", S(self.origin.clone()));
+        let mut message = self
+            .with_origin(full.with_annotation("x-opt-dead-letter-reason", S(reason.to_string())));
         message.header.delivery_count = entry.delivery_count;
         actions.push(Action::Forward {
             address,
@@ -253,9 +322,18 @@ impl QueueState {
         });
     }
 
+    /// `message` annotated with where it came from: the address it was
+    /// sent to and this queue (a topic's subscription queue differs from
+    /// its address), so an operator can move it back.
+    fn with_origin(&self, message: Message) -> Message {
+        use AnnotationValue::String as S;
+        message
+            .with_annotation(ORIGINAL_ADDRESS, S(self.origin.clone()))
+            .with_annotation(ORIGINAL_QUEUE, S(self.name.clone()))
+    }
+
     /// Drops an expired message, or moves it to the expiry address.
     pub(super) fn expire(&mut self, entry: Entry, actions: &mut Vec<Action>) {
-        use AnnotationValue::String as S;
         self.counters.expired += 1;
         let address = match self.settings.expiry_address.clone() {
             Some(address) if address != self.name => address,
@@ -268,7 +346,7 @@ impl QueueState {
         };
         let full = self.full_message(&entry);
         let release = self.retire(&entry);
-        let mut message = full.with_annotation("x-opt-original-address", S(self.origin.clone()));
+        let mut message = self.with_origin((*full).clone());
         // It expired here; it does not expire again where it goes.
         message.header.ttl = None;
         if let Some(r) = message.routing.as_mut() {
@@ -282,3 +360,46 @@ impl QueueState {
         });
     }
 }
+
+/// Where an operator moves messages to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MoveTo {
+    /// One address (a queue, created if missing, or a topic).
+    Address(String),
+    /// Each message back where it was dead-lettered or expired from.
+    Original,
+}
+
+/// What a move did.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
+pub struct MoveReport {
+    /// Messages moved.
+    pub moved: usize,
+    /// Messages left in the queue (being delivered ones included).
+    pub left: usize,
+    /// Why the move stopped before its limit with messages left, if it did.
+    pub stopped: Option<String>,
+}
+
+/// The queue or address a dead-lettered or expired message came from.
+fn original_address(message: &Message, exists: &dyn Fn(&str) -> bool) -> Option<String> {
+    let annotation = |key: &str| {
+        message
+            .broker_annotations()
+            .iter()
+            .find(|(k, _)| k == key)
+            .and_then(|(_, v)| match v {
+                AnnotationValue::String(s) => Some(s.clone()),
+                _ => None,
+            })
+    };
+    annotation(ORIGINAL_QUEUE)
+        .filter(|q| exists(q))
+        .or_else(|| annotation(ORIGINAL_ADDRESS))
+}
+
+/// The annotation naming the address a moved-away message was sent to.
+const ORIGINAL_ADDRESS: &str = "x-opt-original-address";
+/// The annotation naming the queue it was in, when that is not the address
+/// (a topic subscription).
+const ORIGINAL_QUEUE: &str = "x-opt-original-queue";

@@ -27,6 +27,10 @@ pub struct ConsumerView {
     pub group_filter: Option<String>,
     /// Its selector, if any.
     pub selector: Option<String>,
+    /// The connection it belongs to.
+    pub connection: Option<u64>,
+    /// Its link's name.
+    pub link: Option<String>,
 }
 
 /// One message group of a queue, as the management API shows it.
@@ -75,6 +79,8 @@ impl QueueState {
                     .filter
                     .as_ref()
                     .map(|f| f.selector.text().to_string()),
+                connection: c.options.origin.as_ref().map(|o| o.0),
+                link: c.options.origin.as_ref().map(|o| o.1.to_string()),
             })
             .collect()
     }
