@@ -5,9 +5,7 @@
 
 mod common;
 
-use std::io::Write;
-use std::process::Command;
-
+use common::admin::{call, json, ordo, start_admin, SECRET};
 use common::raw::{AttachOptions, RawConsumer};
 use common::{Broker, DEADLINE};
 use fe2o3_amqp::link::Sender;
@@ -15,67 +13,10 @@ use fe2o3_amqp::types::messaging::{Message, Modified, Properties};
 use fe2o3_amqp::{Connection, Session};
 use serde_json::Value;
 
-/// The credential of the password "secret".
-const SECRET: &str = "SCRAM-SHA-256$4096:0YvCpnRKUM82jsZMjefHBQ==$/0bJK/CYOZvh/X8u/iWekAjPPAE2UXdppjfN3N5BdXo=:DATuhs9PZ9yQfFoQe94x1uxwyRxZ0QXBLjSzjoY7iSo=";
-
 fn start(extra: &str) -> (Broker, tempfile::NamedTempFile) {
-    let mut file = tempfile::NamedTempFile::new().unwrap();
-    write!(
-        file,
-        "[admin]\nenabled = true\nport = 0\n\n[[queues]]\npattern = \"held.#\"\ngroup-ordering = \"strict\"\nmax-delivery-attempts = 2\npoison = \"hold\"\n\n{extra}"
-    )
-    .unwrap();
-    let broker = Broker::start_with(Some(file.path()));
-    assert!(
-        broker.admin_addr.is_some(),
-        "the admin port file is written"
-    );
-    (broker, file)
-}
-
-fn url(broker: &Broker, path: &str) -> String {
-    format!("http://{}{path}", broker.admin_addr.unwrap())
-}
-
-fn agent() -> ureq::Agent {
-    ureq::Agent::config_builder()
-        .http_status_as_error(false)
-        .build()
-        .into()
-}
-
-/// GET or POST `path` (as `auth` = user:password), returning status and body.
-fn call(broker: &Broker, method: &str, path: &str, auth: Option<&str>) -> (u16, String) {
-    let agent = agent();
-    let header = auth.map(|a| {
-        use base64::Engine;
-        format!(
-            "Basic {}",
-            base64::engine::general_purpose::STANDARD.encode(a)
-        )
-    });
-    let response = if method == "POST" {
-        let mut r = agent.post(url(broker, path));
-        if let Some(h) = &header {
-            r = r.header("Authorization", h);
-        }
-        r.send_empty()
-    } else {
-        let mut r = agent.get(url(broker, path));
-        if let Some(h) = &header {
-            r = r.header("Authorization", h);
-        }
-        r.call()
-    };
-    let mut response = response.expect("the admin API answers");
-    let status = response.status().as_u16();
-    (status, response.body_mut().read_to_string().unwrap())
-}
-
-fn json(broker: &Broker, method: &str, path: &str) -> Value {
-    let (status, body) = call(broker, method, path, None);
-    assert_eq!(status, 200, "{method} {path}: {body}");
-    serde_json::from_str(&body).unwrap()
+    start_admin(&format!(
+        "[[queues]]\npattern = \"held.#\"\ngroup-ordering = \"strict\"\nmax-delivery-attempts = 2\npoison = \"hold\"\n\n{extra}"
+    ))
 }
 
 async fn send_grouped(url: &str, address: &str, messages: &[(&str, &str)]) {
@@ -91,17 +32,6 @@ async fn send_grouped(url: &str, address: &str, messages: &[(&str, &str)]) {
     }
     sender.close().await.unwrap();
     c.close().await.unwrap();
-}
-
-fn ordo(broker: &Broker, args: &[&str]) -> (bool, String) {
-    let out = Command::new(env!("CARGO_BIN_EXE_ordo"))
-        .args(args)
-        .args(["--admin", &format!("http://{}", broker.admin_addr.unwrap())])
-        .output()
-        .unwrap();
-    let text =
-        String::from_utf8_lossy(&out.stdout).into_owned() + &String::from_utf8_lossy(&out.stderr);
-    (out.status.success(), text)
 }
 
 #[tokio::test]
@@ -362,6 +292,26 @@ manage = ["@ops"]
     assert!(!broker.log().contains("secret\""), "no password in the log");
 }
 
+/// The routes src/admin.rs serves, with their methods: each `.route("PATH",
+/// get(..).patch(..))` call's path and the method functions up to the next.
+fn served_routes() -> Vec<(String, Vec<String>)> {
+    let source = include_str!("../src/admin.rs");
+    let calls: Vec<&str> = source.split(".route(").skip(1).collect();
+    calls
+        .iter()
+        .map(|call| {
+            let call = call.split(".with_state").next().unwrap();
+            let path = call.split('"').nth(1).unwrap().to_owned();
+            let methods = ["get", "post", "patch", "delete", "put"]
+                .iter()
+                .filter(|m| call.contains(&format!("{m}(")) || call.contains(&format!(".{m}(")))
+                .map(|m| m.to_string())
+                .collect();
+            (path, methods)
+        })
+        .collect()
+}
+
 #[test]
 fn the_openapi_description_lists_every_route() {
     let (broker, _file) = start("");
@@ -369,30 +319,49 @@ fn the_openapi_description_lists_every_route() {
     assert_eq!(status, 200);
     let doc: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(doc["openapi"], "3.0.3");
-    let paths: Vec<&String> = doc["paths"].as_object().unwrap().keys().collect();
-    let routes = [
-        "/metrics",
-        "/api/openapi.json",
-        "/api/overview",
-        "/api/queues",
-        "/api/queues/{name}",
-        "/api/queues/{name}/consumers",
-        "/api/queues/{name}/groups",
-        "/api/queues/{name}/purge",
-        "/api/queues/{name}/rebalance",
-        "/api/queues/{name}/groups/{group}/release",
-    ];
-    assert_eq!(paths.len(), routes.len(), "{paths:?}");
-    let source = include_str!("../src/admin.rs");
-    for route in routes {
-        assert!(doc["paths"].get(route).is_some(), "{route} undocumented");
-        assert!(
-            source.contains(&format!("\"{route}\"")),
-            "{route} not served"
-        );
+    let documented = doc["paths"].as_object().unwrap();
+    let served = served_routes();
+    assert!(served.len() >= 16, "{served:?}");
+    for (route, methods) in &served {
+        if route == "/" {
+            continue; // the console page
+        }
+        let entry = documented
+            .get(route)
+            .unwrap_or_else(|| panic!("{route} undocumented"));
+        let mut listed: Vec<String> = entry.as_object().unwrap().keys().cloned().collect();
+        listed.sort();
+        let mut methods = methods.clone();
+        methods.sort();
+        assert_eq!(listed, methods, "methods of {route}");
         // Every documented GET without parameters answers.
-        if !route.contains('{') {
+        if !route.contains('{') && methods.contains(&"get".to_string()) {
             assert_eq!(call(&broker, "GET", route, None).0, 200, "{route}");
         }
     }
+    for route in documented.keys() {
+        assert!(
+            served.iter().any(|(r, _)| r == route),
+            "{route} documented but not served"
+        );
+    }
+    // The documented fields are the ones the API sends.
+    let queue = json(&broker, "GET", "/api/queues");
+    let schema = &doc["components"]["schemas"];
+    let fields = |name: &str| {
+        let mut keys: Vec<String> = schema[name]["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    };
+    let keys_of = |v: &Value| {
+        let mut keys: Vec<String> = v.as_object().unwrap().keys().cloned().collect();
+        keys.sort();
+        keys
+    };
+    assert_eq!(keys_of(&queue[0]), fields("Queue"));
 }

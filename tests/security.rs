@@ -2,6 +2,7 @@
 
 mod common;
 
+use common::admin::SECRET;
 use common::{Broker, DEADLINE};
 use fe2o3_amqp::connection::ConnectionHandle;
 use fe2o3_amqp::link::{Receiver, Sender};
@@ -10,9 +11,6 @@ use fe2o3_amqp::types::messaging::{Message, Outcome, Properties};
 use fe2o3_amqp::{Connection, Session};
 use std::io::Write;
 use tokio::time::timeout;
-
-/// The credential of the password "secret" (as `ordo hash-password` makes it).
-const SECRET: &str = "SCRAM-SHA-256$4096:0YvCpnRKUM82jsZMjefHBQ==$/0bJK/CYOZvh/X8u/iWekAjPPAE2UXdppjfN3N5BdXo=:DATuhs9PZ9yQfFoQe94x1uxwyRxZ0QXBLjSzjoY7iSo=";
 
 fn config(access: &str) -> String {
     format!(

@@ -496,3 +496,26 @@ impl Journal {
         }
     }
 }
+
+#[cfg(test)]
+mod histogram_tests {
+    use super::*;
+
+    #[test]
+    fn each_fsync_is_counted_in_the_first_bucket_that_holds_it() {
+        let mut stats = JournalStats::default();
+        for us in [50, 100, 101, 3_000, 2_000_000] {
+            stats.count_sync(us);
+        }
+        assert_eq!(stats.syncs, 5);
+        assert_eq!(stats.sync_us, 2_003_251);
+        assert_eq!(stats.sync_buckets[0], 2, "≤ 100 µs");
+        assert_eq!(stats.sync_buckets[1], 1, "≤ 250 µs");
+        assert_eq!(stats.sync_buckets[5], 1, "≤ 5 ms");
+        assert_eq!(
+            stats.sync_buckets[SYNC_BUCKETS_US.len()],
+            1,
+            "slower than 1 s"
+        );
+    }
+}

@@ -3,6 +3,8 @@
 
 #![allow(dead_code)]
 
+pub mod admin;
+pub mod client;
 pub mod raw;
 
 use std::io::{BufRead, BufReader};

@@ -646,3 +646,75 @@ fn a_consumer_holds_at_most_max_unsettled_whatever_its_credit() {
         vec![4, 5]
     );
 }
+
+#[test]
+fn a_subscription_dead_letter_moves_back_to_its_queue_while_it_exists() {
+    // A subscription queue of topic "prices" dead-letters a message ...
+    let mut sub = QueueState::new("app.prices-sub", QueueSettings::default());
+    sub.set_origin("prices");
+    let mut actions = Vec::new();
+    sub.enqueue(msg(1), &mut actions).unwrap();
+    sub.add_consumer(A, ConsumerOptions::default());
+    sub.flow(A, 0, 1, false, false, &mut actions).unwrap();
+    let d = delivered(&mut actions)[0].1;
+    sub.settle(A, d, Outcome::Rejected, &mut actions).unwrap();
+    let (_, dead) = forwards(&mut actions).remove(0);
+    assert_eq!(
+        annotation(&dead, "x-opt-original-queue").as_deref(),
+        Some("app.prices-sub")
+    );
+    // ... which waits in the DLQ behind and before others.
+    let mut dlq = QueueState::new("DLQ", QueueSettings::default());
+    dlq.enqueue(msg(0), &mut actions).unwrap();
+    dlq.enqueue(Arc::new(dead), &mut actions).unwrap();
+    dlq.enqueue(msg(2), &mut actions).unwrap();
+    // Back to the subscription, not to every subscriber of the topic; the
+    // move stops, keeping order, at the message with no origin.
+    let exists = |q: &str| q == "app.prices-sub";
+    let report = dlq.move_out(&MoveTo::Original, usize::MAX, &exists, &mut actions);
+    assert_eq!(report.moved, 0, "the oldest has no original address");
+    assert_eq!(report.left, 3);
+    assert!(report.stopped.is_some());
+    let report = dlq.move_out(&MoveTo::Address("x".into()), 1, &exists, &mut actions);
+    assert_eq!((report.moved, report.left), (1, 2));
+    let report = dlq.move_out(&MoveTo::Original, 1, &exists, &mut actions);
+    assert_eq!(report.moved, 1);
+    let moved = forwards(&mut actions);
+    assert_eq!(moved[0].0, "x");
+    assert_eq!(body(&moved[0].1), 0);
+    assert_eq!(
+        (moved[1].0.as_str(), body(&moved[1].1)),
+        ("app.prices-sub", 1)
+    );
+    assert_eq!(moved[1].1.header.delivery_count, 0, "it starts afresh");
+    // Once the subscription is gone, to its topic.
+    let mut again = QueueState::new("DLQ", QueueSettings::default());
+    again
+        .enqueue(Arc::new(moved[1].1.clone()), &mut actions)
+        .unwrap();
+    let report = again.move_out(&MoveTo::Original, usize::MAX, &|_| false, &mut actions);
+    assert_eq!(report.moved, 1);
+    assert_eq!(forwards(&mut actions)[0].0, "prices");
+}
+
+#[test]
+fn a_move_takes_grouped_messages_oldest_first_across_groups() {
+    let mut q = QueueState::new("q", QueueSettings::default());
+    let mut actions = Vec::new();
+    for (n, group) in [(0, "a"), (1, "b"), (2, "a"), (3, "b")] {
+        let m = msg_with(n, |m| {
+            m.routing = Some(Box::new(crate::core::message::RoutingFields {
+                group_id: Some(Bytes::from(group)),
+                ..Default::default()
+            }))
+        });
+        q.enqueue(m, &mut actions).unwrap();
+    }
+    let report = q.move_out(&MoveTo::Address("t".into()), 3, &|_| true, &mut actions);
+    assert_eq!((report.moved, report.left), (3, 1));
+    let bodies: Vec<u32> = forwards(&mut actions)
+        .iter()
+        .map(|(_, m)| body(m))
+        .collect();
+    assert_eq!(bodies, vec![0, 1, 2]);
+}
