@@ -1,7 +1,9 @@
 //! The web console in a real headless browser (Debian's chromium): a
 //! broker with groups in flight, a held group and an exclusive queue; the
 //! page the browser rendered must show them. `ORDO_CONSOLE_SCREENSHOT=FILE`
-//! also saves a screenshot (docs/console.png is made this way).
+//! also saves screenshots of the queue page there and of the connections
+//! page next to it (docs/console.png and docs/console-connections.png are
+//! made this way).
 
 mod common;
 
@@ -138,9 +140,32 @@ async fn the_console_shows_queues_consumers_groups_and_a_held_group() {
             "owner {id} shown: {page}"
         );
     }
+    // The connections page: the producer and both consumers, with what
+    // each consumes from.
+    let connections = render(&format!("{admin}/#connections"), None);
+    assert!(
+        connections.contains("<table id=\"connections\""),
+        "{connections}"
+    );
+    assert!(
+        connections.contains("<td class=\"container\">producer</td>"),
+        "{connections}"
+    );
+    // Rows, not the page's own script: a digit follows.
+    let cell = "<td class=\"connection\">";
+    let rows = connections
+        .match_indices(cell)
+        .filter(|(i, _)| connections[i + cell.len()..].starts_with(|c: char| c.is_ascii_digit()))
+        .count();
+    assert_eq!(rows, 3, "{connections}");
+    assert!(connections.contains("<td>orders</td>"), "{connections}");
+    assert!(page.contains("oldest message waiting"), "{page}");
     if let Ok(file) = std::env::var("ORDO_CONSOLE_SCREENSHOT") {
         render(&format!("{admin}/#queue=orders"), Some(&file));
         assert!(std::path::Path::new(&file).exists());
+        let connections_file = file.replace(".png", "-connections.png");
+        render(&format!("{admin}/#connections"), Some(&connections_file));
+        assert!(std::path::Path::new(&connections_file).exists());
     }
     c.close().await.ok();
 }
