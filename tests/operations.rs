@@ -374,3 +374,58 @@ async fn topics_list_their_subscriptions_and_the_store_reports_fsync_latency() {
     assert!(inf.ends_with(&format!(" {count}")), "{inf}");
     c.close().await.unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_api_answers_under_load_and_its_reads_lose_nothing() {
+    let (broker, _file) = start_admin("");
+    const N: usize = 5_000;
+    let url = broker.url();
+    let producer = tokio::spawn(async move {
+        let mut c = fe2o3_amqp::Connection::open("load-producer", url.as_str())
+            .await
+            .unwrap();
+        let mut s = fe2o3_amqp::Session::begin(&mut c).await.unwrap();
+        let mut sender = fe2o3_amqp::Sender::attach(&mut s, "p", "busy")
+            .await
+            .unwrap();
+        for i in 0..N {
+            let outcome = sender.send(format!("{i}")).await.unwrap();
+            assert!(matches!(outcome, Outcome::Accepted(_)));
+        }
+        sender.close().await.unwrap();
+        c.close().await.unwrap();
+    });
+    let (mut c, mut s) = connect(&broker, "load-consumer").await;
+    let mut r = receiver(&mut s, "busy-in", "busy").await;
+    r.set_credit(500).await.unwrap();
+    let mut next = 0usize;
+    let mut reads = 0;
+    while next < N {
+        let d = recv(&mut r).await;
+        assert_eq!(client::text(&d), next.to_string(), "in order");
+        r.accept(&d).await.unwrap();
+        next += 1;
+        if next.is_multiple_of(500) {
+            r.set_credit(500).await.unwrap();
+            // Every read of the admin API while messages flow.
+            for path in [
+                "/api/queues/busy",
+                "/api/connections",
+                "/api/consumers",
+                "/metrics",
+            ] {
+                assert_eq!(call(&broker, "GET", path, None).0, 200, "{path}");
+                reads += 1;
+            }
+        }
+    }
+    producer.await.unwrap();
+    assert!(reads >= 36);
+    let queue = wait_for(&broker, "/api/queues/busy", None, |q| {
+        q["acked"] == N && q["unsettled"] == 0
+    })
+    .await;
+    assert_eq!(queue["enqueued"], N);
+    assert_eq!(queue["messages"], 0);
+    c.close().await.unwrap();
+}
