@@ -12,6 +12,41 @@ use crate::connections::ConnectionView;
 use crate::core::access::{Permission, Principal};
 use crate::core::queue::ConsumerView;
 use crate::core::{MoveReport, MoveTo};
+use crate::store::{Ticket, TicketStatus, Wake};
+use std::sync::Arc;
+
+/// Wakes a task when a journal ticket is durable.
+struct Durable(tokio::sync::Notify);
+
+impl Wake for Durable {
+    fn wake(&self) {
+        self.0.notify_one();
+    }
+}
+
+/// Waits until `ticket` is durable, so an answer means the change is
+/// stored; a store failure is a 500.
+async fn durable(state: &AdminState, ticket: Option<Ticket>) -> Result<(), ApiError> {
+    let Some(ticket) = ticket else {
+        return Ok(());
+    };
+    let waker = Arc::new(Durable(tokio::sync::Notify::new()));
+    loop {
+        match state.journal.status(ticket) {
+            TicketStatus::Durable => return Ok(()),
+            TicketStatus::Failed { reason, .. } => {
+                return Err(ApiError(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    format!("the store failed: {reason}"),
+                ))
+            }
+            TicketStatus::Pending => {
+                state.journal.wake_when(ticket, waker.clone());
+                waker.0.notified().await;
+            }
+        }
+    }
+}
 
 /// Whether `who` may see and close every connection: the `manage`
 /// permission on every address (an `[[access]]` entry for `#` or `*`, or no
@@ -232,7 +267,8 @@ pub(super) async fn move_messages(
         }
         None => MoveTo::Original,
     };
-    let report = broker.move_messages(&queue, &to, request.limit.unwrap_or(usize::MAX));
+    let (report, ticket) = broker.move_messages(&queue, &to, request.limit.unwrap_or(usize::MAX));
+    durable(&state, ticket).await?;
     tracing::info!(user = who.display(), queue = %name, to = ?to, moved = report.moved, left = report.left, stopped = ?report.stopped, "messages moved by an operator");
     Ok(Json(report))
 }
@@ -260,11 +296,12 @@ pub(super) async fn change_settings(
         };
         changes.push((key, text));
     }
-    let settings = state
+    let (settings, ticket) = state
         .ctx
         .broker
         .change_queue_settings(&queue, &changes)
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
+    durable(&state, ticket).await?;
     tracing::info!(user = who.display(), queue = %name, changes = ?changes, "queue settings changed by an operator");
     let mut answer = serde_json::to_value(info(&queue)).unwrap_or_default();
     if let Some(map) = answer.as_object_mut() {

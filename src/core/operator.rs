@@ -11,25 +11,33 @@ use super::queue::{MoveReport, MoveTo};
 use super::queue_handle::Queue;
 use super::settings::QueueSettings;
 use super::topic::Topic;
-use crate::store::Record;
+use crate::store::{Record, Ticket};
 
 impl Broker {
     /// An operator's move of up to `limit` waiting messages of `queue`,
     /// oldest first (see [`MoveTo`]).
-    pub fn move_messages(&self, queue: &Queue, to: &MoveTo, limit: usize) -> MoveReport {
+    /// Returns what moved and the journal ticket that makes it durable.
+    pub fn move_messages(
+        &self,
+        queue: &Queue,
+        to: &MoveTo,
+        limit: usize,
+    ) -> (MoveReport, Option<Ticket>) {
         let existing: std::collections::HashSet<String> =
             self.nodes.read().queues.keys().cloned().collect();
         queue.move_messages(to, limit, &existing)
     }
 
     /// Changes a queue's run-time settings (see [`Queue::change_settings`])
-    /// and stores them with a durable queue, so they survive a restart.
+    /// and stores them with a durable queue, so they survive a restart;
+    /// returns them and the journal ticket of that record.
     pub fn change_queue_settings(
         &self,
         queue: &Queue,
         changes: &[(String, String)],
-    ) -> Result<QueueSettings, CoreError> {
+    ) -> Result<(QueueSettings, Option<Ticket>), CoreError> {
         let settings = queue.change_settings(changes)?;
+        let mut ticket = None;
         if let (Some(p), Some(id)) = (&self.options.persistence, queue.store_id()) {
             let topic = self
                 .nodes
@@ -43,12 +51,12 @@ impl Broker {
                 selector: queue.subscription_selector(),
                 settings: settings.clone(),
             };
-            p.journal().submit([Record::PutQueue {
+            ticket = Some(p.journal().submit([Record::PutQueue {
                 id,
                 meta: meta.encode(),
-            }]);
+            }]));
         }
-        Ok(settings)
+        Ok((settings, ticket))
     }
 
     /// Every topic, by name.

@@ -319,9 +319,9 @@ impl Queue {
         to: &MoveTo,
         limit: usize,
         existing: &std::collections::HashSet<String>,
-    ) -> MoveReport {
+    ) -> (MoveReport, Option<Ticket>) {
         let exists = |name: &str| existing.contains(name);
-        self.with_state(|s, a| s.move_out(to, limit, &exists, a)).0
+        self.with_state(|s, a| s.move_out(to, limit, &exists, a))
     }
 
     /// Locks the queue for a commit; see [`Locked`].
