@@ -21,6 +21,7 @@ use fe2o3_amqp::types::primitives::{Array, OrderedMap, Symbol, Value};
 use super::coordinator::Transactions;
 use super::error::{self, cond};
 use super::frame::{self, MIN_MAX_FRAME_SIZE};
+use super::management::ReplyQueues;
 use super::session::{Ctx, Session};
 use crate::core::access::Principal;
 use crate::core::broker::MemoryLevel;
@@ -143,6 +144,9 @@ pub struct Connection {
     /// A producer is waiting for credit withheld for lack of memory: look
     /// again soon.
     starved: bool,
+    /// Reply queues of this connection's receivers on `$management`, by the
+    /// reply address requests name.
+    replies: ReplyQueues,
 }
 
 impl Connection {
@@ -174,6 +178,7 @@ impl Connection {
             principal: Principal::anonymous(),
             refusal: None,
             starved: false,
+            replies: ReplyQueues::default(),
         }
     }
 
@@ -452,6 +457,7 @@ impl Connection {
             txns: &mut self.transactions,
             connection: self.id,
             principal: &self.principal,
+            replies: &mut self.replies,
         };
         let ended = session.handle(body, &mut ctx);
         if ended {
