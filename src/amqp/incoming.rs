@@ -209,7 +209,7 @@ impl Session {
                 // A relayed request to `$management`.
                 Ok(m)
                     if matches!(p.target, ProducerTarget::Relay)
-                        && m.to().is_some_and(|to| management::is_address(to)) =>
+                        && m.to().is_some_and(management::is_address) =>
                 {
                     self.on_management(delivery_id, settled, &m, ctx);
                     return;

@@ -1,6 +1,8 @@
-//! Links: attach and detach. Producer links (we receive) publish to a node
-//! or relay on `properties.to`; consumer links (we send) consume from a
-//! queue, a topic subscription, a dynamic node, or browse.
+//! Links: attach and detach. Producer links (we receive) publish to a node,
+//! relay on `properties.to`, or talk to the transaction coordinator or the
+//! management node `$management`; consumer links (we send) consume from a
+//! queue, a topic subscription, a dynamic node, `$management`'s responses,
+//! or browse.
 
 use std::sync::Arc;
 

@@ -329,9 +329,11 @@ fn encode_response(
     result: &Result<Answer, ManagementError>,
 ) -> Result<Vec<u8>, serde_amqp::Error> {
     let (code, description) = status(result);
-    let mut properties = Properties::default();
-    properties.to = envelope.reply_to.clone();
-    properties.correlation_id = envelope.correlation_id.clone();
+    let properties = Properties {
+        to: envelope.reply_to.clone(),
+        correlation_id: envelope.correlation_id.clone(),
+        ..Properties::default()
+    };
     let mut application = ApplicationProperties::default();
     application
         .0

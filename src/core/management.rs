@@ -62,6 +62,9 @@ pub struct Request {
     pub attribute_names: Vec<String>,
 }
 
+/// A type's operations, each with its argument names.
+pub type Operations = Vec<(String, Vec<String>)>;
+
 /// What a successful request answers.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Answer {
@@ -79,7 +82,7 @@ pub enum Answer {
     /// GET-ATTRIBUTES: each type with its attribute names.
     Attributes(Vec<(String, Vec<String>)>),
     /// GET-OPERATIONS: each type with its operations and their arguments.
-    Operations(Vec<(String, Vec<(String, Vec<String>)>)>),
+    Operations(Vec<(String, Operations)>),
 }
 
 /// Why a request was not answered with a result.
@@ -212,7 +215,7 @@ fn node_operation(request: &Request) -> Result<Option<&'static str>, ManagementE
 }
 
 /// The operations of each type, with their arguments.
-fn operations() -> Vec<(String, Vec<(String, Vec<String>)>)> {
+fn operations() -> Vec<(String, Operations)> {
     let op = |name: &str, args: &[&str]| {
         (
             name.to_owned(),
