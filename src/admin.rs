@@ -20,6 +20,9 @@ use crate::amqp::io::ServeContext;
 use crate::core::access::{Permission, Principal};
 use crate::core::queue::{ConsumerView, GroupView};
 use crate::core::Queue;
+
+/// One queue in a listing (the same view `$management` answers with).
+pub use crate::core::queue_info::QueueInfo;
 use crate::store::Journal;
 
 mod metrics;
@@ -150,70 +153,6 @@ async fn managed(
     Ok((who, queue))
 }
 
-/// One queue in a listing.
-#[derive(Debug, Serialize, Deserialize, PartialEq)]
-pub struct QueueInfo {
-    /// Its name.
-    pub name: String,
-    /// Messages waiting.
-    pub messages: usize,
-    /// Bytes of the messages waiting.
-    pub bytes: usize,
-    /// Deliveries awaiting an outcome.
-    pub unsettled: usize,
-    /// Attached consumers.
-    pub consumers: usize,
-    /// Live message groups.
-    pub groups: usize,
-    /// Groups held at a poison message.
-    pub held_groups: usize,
-    /// The active exclusive consumer.
-    pub active_consumer: Option<u64>,
-    /// Whether one consumer at a time is active.
-    pub exclusive: bool,
-    /// `relaxed` or `strict`.
-    pub group_ordering: String,
-    /// Messages put on the queue so far.
-    pub enqueued: u64,
-    /// Deliveries so far (redeliveries included).
-    pub delivered: u64,
-    /// Redeliveries so far.
-    pub redelivered: u64,
-    /// Messages consumed for good so far.
-    pub acked: u64,
-    /// Messages dead-lettered so far.
-    pub dead_lettered: u64,
-    /// Messages expired so far.
-    pub expired: u64,
-    /// How long the oldest waiting message has waited (ms, to within a
-    /// second); None when none waits.
-    pub oldest_message_age_ms: Option<u64>,
-}
-
-pub(crate) fn info(queue: &Queue) -> QueueInfo {
-    let stats = queue.stats();
-    let settings = queue.settings();
-    QueueInfo {
-        name: queue.name().to_owned(),
-        messages: stats.depth,
-        bytes: stats.bytes,
-        unsettled: stats.unacked,
-        consumers: stats.consumers,
-        groups: stats.groups,
-        held_groups: stats.held_groups,
-        active_consumer: stats.active.map(|c| c.0),
-        exclusive: settings.exclusive,
-        group_ordering: format!("{:?}", settings.group_ordering).to_lowercase(),
-        enqueued: stats.counters.enqueued,
-        delivered: stats.counters.delivered,
-        redelivered: stats.counters.redelivered,
-        acked: stats.counters.acked,
-        dead_lettered: stats.counters.dead_lettered,
-        expired: stats.counters.expired,
-        oldest_message_age_ms: queue.oldest_age(),
-    }
-}
-
 /// The web console: one page that reads this API (src/admin/console.html).
 const CONSOLE: &str = include_str!("admin/console.html");
 
@@ -265,7 +204,7 @@ async fn queues(
             .queues()
             .iter()
             .filter(|q| broker.allows(&who, Permission::Manage, q.name()))
-            .map(|q| info(q))
+            .map(|q| q.info())
             .collect(),
     ))
 }
@@ -287,7 +226,7 @@ async fn queue(
 ) -> Result<Json<serde_json::Value>, ApiError> {
     let (_, queue) = managed(&state, &headers, &name).await?;
     let detail = QueueDetail {
-        info: info(&queue),
+        info: queue.info(),
         consumers_list: queue.consumers(),
         groups_list: queue.groups(DEFAULT_GROUP_LIMIT),
         settings: queue.settings(),

@@ -11,7 +11,7 @@ use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
-use super::{info, AdminState, QueueInfo};
+use super::{AdminState, QueueInfo};
 use crate::store::SYNC_BUCKETS_US;
 
 pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
@@ -157,7 +157,7 @@ impl EncodeMetric for SyncHistogram {
 impl prometheus_client::collector::Collector for Metrics {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let broker = &self.state.ctx.broker;
-        let queues: Vec<QueueInfo> = broker.queues().iter().map(|q| info(q)).collect();
+        let queues: Vec<QueueInfo> = broker.queues().iter().map(|q| q.info()).collect();
         for (name, help, counter, value) in QUEUE_METRICS {
             if *counter {
                 let mut family = encoder.encode_descriptor(

@@ -7,7 +7,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::Json;
 use serde::{Deserialize, Serialize};
 
-use super::{info, managed, principal, AdminState, ApiError};
+use super::{managed, principal, AdminState, ApiError};
 use crate::connections::ConnectionView;
 use crate::core::access::{Permission, Principal};
 use crate::core::queue::ConsumerView;
@@ -303,7 +303,7 @@ pub(super) async fn change_settings(
         .map_err(|e| ApiError(StatusCode::BAD_REQUEST, e.to_string()))?;
     durable(&state, ticket).await?;
     tracing::info!(user = who.display(), queue = %name, changes = ?changes, "queue settings changed by an operator");
-    let mut answer = serde_json::to_value(info(&queue)).unwrap_or_default();
+    let mut answer = serde_json::to_value(queue.info()).unwrap_or_default();
     if let Some(map) = answer.as_object_mut() {
         map.insert(
             "settings".into(),

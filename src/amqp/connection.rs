@@ -21,6 +21,7 @@ use fe2o3_amqp::types::primitives::{Array, OrderedMap, Symbol, Value};
 use super::coordinator::Transactions;
 use super::error::{self, cond};
 use super::frame::{self, MIN_MAX_FRAME_SIZE};
+use super::management::ReplyQueues;
 use super::session::{Ctx, Session};
 use crate::core::access::Principal;
 use crate::core::broker::MemoryLevel;
@@ -146,6 +147,9 @@ pub struct Connection {
     /// Sessions or links may have come or gone since [`Connection::topology`]
     /// last looked.
     topology_changed: bool,
+    /// Reply queues of this connection's receivers on `$management`, by the
+    /// reply address requests name.
+    replies: ReplyQueues,
 }
 
 impl Connection {
@@ -184,6 +188,7 @@ impl Connection {
             refusal: None,
             starved: false,
             topology_changed: true,
+            replies: ReplyQueues::default(),
         }
     }
 
@@ -485,6 +490,7 @@ impl Connection {
             txns: &mut self.transactions,
             connection: self.id,
             principal: &self.principal,
+            replies: &mut self.replies,
         };
         let ended = session.handle(body, &mut ctx);
         if ended {

@@ -12,6 +12,7 @@ use super::address;
 use super::coordinator;
 use super::error::{self, cond};
 use super::link::{LinkKind, Partial, ProducerTarget};
+use super::management;
 use super::message;
 use super::session::{send_rejected, Ctx, Session};
 use crate::core::access::{Permission, Principal};
@@ -131,6 +132,37 @@ impl Session {
             self.on_control(delivery_id, settled, bytes, ctx);
             return;
         }
+        if matches!(p.target, ProducerTarget::Management) {
+            // Answered even when memory is short, so an operator can look.
+            let parsed = if oversized {
+                Err(too_big())
+            } else if txn.is_some() {
+                Err(cond::not_implemented(
+                    "management requests cannot be transactional",
+                ))
+            } else {
+                message::parse(bytes).map_err(|e| cond::decode(e.to_string()))
+            };
+            match parsed {
+                Ok(m) => self.on_management(delivery_id, settled, &m, ctx),
+                Err(e) if !settled => match txn {
+                    Some(txn_id) => ctx.out.frame(
+                        channel,
+                        &Disposition {
+                            role: Role::Receiver,
+                            first: delivery_id,
+                            last: None,
+                            settled: true,
+                            state: Some(coordinator::transactional_state(txn_id, Err(e))),
+                            batchable: false,
+                        },
+                    ),
+                    None => send_rejected(ctx.out, channel, delivery_id, e),
+                },
+                Err(_) => {}
+            }
+            return;
+        }
         let full = || {
             cond::resource_limit(
                 "the broker is past its memory high-water mark: message refused".to_string(),
@@ -174,6 +206,14 @@ impl Session {
             Err(full())
         } else {
             match message::parse(bytes) {
+                // A relayed request to `$management`.
+                Ok(m)
+                    if matches!(p.target, ProducerTarget::Relay)
+                        && m.to().is_some_and(management::is_address) =>
+                {
+                    self.on_management(delivery_id, settled, &m, ctx);
+                    return;
+                }
                 Ok(m) => publish(&p.target, ctx, m),
                 Err(e) => Err(cond::decode(e.to_string())),
             }
@@ -245,6 +285,14 @@ fn resolve_to(
         ));
     };
     let node = address::parse(to, None).map_err(|e| cond::invalid_field(e.to_string()))?;
+    if node.name == management::ADDRESS {
+        // Relayed requests are answered before this; these are in a
+        // transaction or carry options.
+        return Err(cond::not_implemented(format!(
+            "{} takes only plain requests outside transactions",
+            management::ADDRESS
+        )));
+    }
     if !node.options.is_empty() {
         return Err(cond::invalid_field(
             "address options are not allowed in properties.to",
@@ -267,7 +315,9 @@ fn publish(
     let node = match target {
         ProducerTarget::Node(node) => node,
         ProducerTarget::Relay => &resolve_to(ctx.broker, ctx.principal, &message)?,
-        ProducerTarget::Coordinator => return Err(cond::illegal_state("not a producer")),
+        ProducerTarget::Coordinator | ProducerTarget::Management => {
+            return Err(cond::illegal_state("not a producer"))
+        }
     };
     let arrival = arrival(node, &message, ctx.connection);
     node.publish_with(Arc::new(message), &arrival)

@@ -1,6 +1,8 @@
-//! Links: attach and detach. Producer links (we receive) publish to a node
-//! or relay on `properties.to`; consumer links (we send) consume from a
-//! queue, a topic subscription, a dynamic node, or browse.
+//! Links: attach and detach. Producer links (we receive) publish to a node,
+//! relay on `properties.to`, or talk to the transaction coordinator or the
+//! management node `$management`; consumer links (we send) consume from a
+//! queue, a topic subscription, a dynamic node, `$management`'s responses,
+//! or browse.
 
 use std::sync::Arc;
 
@@ -16,6 +18,7 @@ use fe2o3_amqp::types::transaction::{Coordinator, TxnCapability};
 use super::address;
 use super::consumer_options;
 use super::error::{self, cond};
+use super::management;
 use super::selector_values;
 use super::session::{Ctx, Session};
 use super::subscription;
@@ -55,6 +58,9 @@ pub enum ProducerTarget {
     Relay,
     /// The transaction coordinator: declares and discharges.
     Coordinator,
+    /// The management node `$management`: requests answered to their
+    /// reply-to.
+    Management,
 }
 
 /// A link on which the peer publishes.
@@ -238,9 +244,12 @@ impl Session {
         let mut credit = ctx.config.producer_credit;
         if let LinkKind::Producer(p) = &mut kind {
             // Short of memory: no credit until there is room (the
-            // coordinator keeps its credit, so transactions can end).
-            if !matches!(p.target, ProducerTarget::Coordinator)
-                && ctx.broker.memory_level() != MemoryLevel::Normal
+            // coordinator keeps its credit, so transactions can end, and
+            // so does `$management`, so an operator can look).
+            if !matches!(
+                p.target,
+                ProducerTarget::Coordinator | ProducerTarget::Management
+            ) && ctx.broker.memory_level() != MemoryLevel::Normal
             {
                 p.credit = 0;
                 credit = 0;
@@ -296,6 +305,12 @@ impl Session {
         let destination = match target.address.as_deref() {
             // Anonymous relay: every message says where it goes.
             None => ProducerTarget::Relay,
+            // Open to every principal: what a request may see is decided
+            // by the `manage` permission.
+            Some(addr) if management::is_address(addr) => {
+                management::no_options(addr)?;
+                ProducerTarget::Management
+            }
             Some(addr) => {
                 let node = address::parse(addr, target.capabilities.as_ref())
                     .map_err(|e| cond::invalid_field(e.to_string()))?;
@@ -320,6 +335,9 @@ impl Session {
             }
             ProducerTarget::Relay => {
                 tracing::info!(link = %attach.name, "anonymous-relay producer attached")
+            }
+            ProducerTarget::Management => {
+                tracing::info!(link = %attach.name, "management requester attached")
             }
             ProducerTarget::Coordinator => {}
         }
@@ -367,6 +385,16 @@ impl Session {
             }
             consumer_filter = filter;
             (queue, Cleanup::Delete)
+        } else if let Some(addr) = source
+            .address
+            .as_deref()
+            .filter(|a| management::is_address(a))
+        {
+            // A receiver of `$management` replies: a queue of its own,
+            // deleted with the link.
+            management::no_options(addr)?;
+            consumer_filter = filter;
+            (management::attach_replies(attach, ctx)?, Cleanup::Delete)
         } else {
             let Some(addr) = source.address.as_deref() else {
                 return Err(cond::invalid_field(

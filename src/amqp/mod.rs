@@ -7,6 +7,7 @@
 //! - `link`: attach/detach: producer and consumer links, address options.
 //! - `incoming`: transfers from producers: assembly, limits, publishing, relay.
 //! - `coordinator`: the transaction coordinator: declare, discharge, open transactions.
+//! - `management`: the management node `$management`: requests in, responses to their reply-to.
 //! - `outgoing`: deliveries to consumers (frame splitting, dispositions).
 //! - `frame`: reading and writing frames.
 //! - `message`: message sections: parse the header, keep the rest as bytes.
@@ -31,6 +32,7 @@ pub mod handshake;
 pub mod incoming;
 pub mod io;
 pub mod link;
+pub mod management;
 pub mod message;
 pub mod outgoing;
 pub mod selector_values;

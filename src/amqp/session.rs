@@ -15,6 +15,7 @@ use super::connection::{EngineConfig, Output};
 use super::coordinator::Transactions;
 use super::error::cond;
 use super::link::{Link, LinkKind};
+use super::management::ReplyQueues;
 use super::outgoing::{send_settle, StoredSettle};
 use super::outgoing::{OutDelivery, Pending};
 use crate::core::access::Principal;
@@ -41,6 +42,8 @@ pub struct Ctx<'a> {
     pub connection: u64,
     /// Who the peer is, for access rules.
     pub principal: &'a Principal,
+    /// The reply queues of the connection's receivers on `$management`.
+    pub replies: &'a mut ReplyQueues,
 }
 
 /// `a` is before `b` in serial-number order.

@@ -7,6 +7,8 @@
 //! - `subscriptions`: durable, shared and wildcard subscriptions, with selectors and no-local.
 //! - `queue`: one queue's state machine (decides, returns actions).
 //! - `queue_handle`: the owner of a queue's state (lock + outboxes).
+//! - `queue_info`: the management view of a queue (admin API and `$management`).
+//! - `management`: the operations of the AMQP management node `$management`.
 //! - `outbox`: the mailbox through which queues hand deliveries to a connection.
 //! - `txn`: transactions: posted messages and retired deliveries, committed together.
 //! - `message`: a message as bytes plus routing fields.
@@ -19,12 +21,14 @@
 pub mod access;
 pub mod broker;
 pub mod error;
+pub mod management;
 pub mod message;
 mod operator;
 pub mod outbox;
 pub mod persist;
 pub mod queue;
 pub mod queue_handle;
+pub mod queue_info;
 pub mod selector;
 pub mod settings;
 pub mod subscriptions;
@@ -38,6 +42,7 @@ pub use outbox::{Delivery, FlowState, Outbox, OutboxItem};
 pub use persist::Persistence;
 pub use queue::{ConsumerOptions, GroupFilter, MoveReport, MoveTo, Outcome};
 pub use queue_handle::{now_ms, Attached, Queue, QueueStats, RUNTIME_SETTINGS};
+pub use queue_info::{AttributeValue, QueueInfo};
 pub use topic::Topic;
 pub use txn::Transaction;
 

@@ -556,6 +556,12 @@ impl Queue {
         inner.state.discard_all();
     }
 
+    /// Whether the queue was deleted (its link went, for a dynamic node):
+    /// holders of the handle stop using it.
+    pub fn is_deleted(&self) -> bool {
+        self.inner.lock().deleted
+    }
+
     /// Sets the address named in `x-opt-original-address`.
     pub(crate) fn set_origin(&self, origin: &str) {
         self.inner.lock().state.set_origin(origin);
