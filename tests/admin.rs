@@ -91,6 +91,20 @@ async fn queues_consumers_and_groups_are_shown_and_counted_in_metrics() {
         .map(|g| g["owner"].as_u64().unwrap())
         .collect();
     assert_ne!(owners[0], owners[1], "each group has its own owner");
+    // Since when each is owned, and its last delivery: moments ago.
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as u64;
+    for g in groups {
+        for key in ["since", "last_delivery"] {
+            let at = g[key].as_u64().unwrap_or_else(|| panic!("{key}: {g}"));
+            assert!(
+                at <= now + 1000 && now.saturating_sub(at) < 60_000,
+                "{key}: {g}"
+            );
+        }
+    }
     let a = groups.iter().find(|g| g["id"] == "A").unwrap();
     assert_eq!(
         a["queued"].as_u64().unwrap() + a["unsettled"].as_u64().unwrap(),

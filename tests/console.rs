@@ -119,6 +119,11 @@ async fn the_console_shows_queues_consumers_groups_and_a_held_group() {
         );
     }
     assert!(page.contains("held at a poison message"), "{page}");
+    assert!(page.contains("<th>Last delivery</th>"), "{page}");
+    assert!(
+        page.contains(" s ago</td>"),
+        "a last delivery seconds ago: {page}"
+    );
     assert!(page.contains("ordering strict"), "{page}");
     let consumers: Vec<u64> = serde_json::from_str::<serde_json::Value>(
         &ureq::get(format!("{admin}/api/queues/orders/consumers"))

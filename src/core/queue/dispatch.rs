@@ -279,6 +279,7 @@ impl QueueState {
             return;
         }
         let first = std::mem::take(&mut g.first_for_owner);
+        g.last_delivery = Some(self.now);
         if !presettled {
             g.inflight += 1;
         }

@@ -202,6 +202,11 @@ pub(super) struct Group {
     pub listed: Listing,
     /// Distinguishes this group from earlier users of the slot.
     pub generation: u64,
+    /// When it got its present owner, lost it, or was held or released
+    /// (ms; 0 until then), for operators.
+    pub since: u64,
+    /// When a message of it was last delivered (ms), for operators.
+    pub last_delivery: Option<u64>,
 }
 
 /// Every group of a queue.
@@ -294,6 +299,8 @@ impl Groups {
             idle_listed: false,
             listed: Listing::No,
             generation: self.next_generation,
+            since: 0,
+            last_delivery: None,
         };
         match self.free.pop() {
             Some(slot) => {
@@ -432,6 +439,7 @@ impl QueueState {
         };
         let before = g.owner.replace(owner);
         g.first_for_owner = true;
+        g.since = self.now;
         let key = g.key.to_string();
         if let Some(i) = before.and_then(|b| self.consumer_index(b)) {
             self.consumers[i].owned -= 1;
@@ -452,6 +460,7 @@ impl QueueState {
         let before = g.owner.take();
         g.pinned = false;
         g.first_for_owner = false;
+        g.since = self.now;
         let key = g.key.to_string();
         if let Some(i) = before.and_then(|b| self.consumer_index(b)) {
             self.consumers[i].owned -= 1;
@@ -725,6 +734,7 @@ impl QueueState {
         };
         let was = std::mem::replace(&mut g.held, false);
         if was {
+            g.since = self.now;
             tracing::info!(queue = %self.name, group = id, "held group released");
             self.relist(slot);
         }

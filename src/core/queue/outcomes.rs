@@ -169,6 +169,7 @@ impl QueueState {
                 if let Some(g) = self.groups.get_mut(entry.group) {
                     if !g.held {
                         g.held = true;
+                        g.since = self.now;
                         self.counters.held += 1;
                         let group = g.key.to_string();
                         tracing::warn!(queue = %self.name, group = %group, delivery_count = entry.delivery_count, "poison message: group held at this message until an operator releases it");

@@ -52,6 +52,11 @@ pub struct GroupView {
     pub handing_over: bool,
     /// Its head waits out a redelivery delay until then (ms since the epoch).
     pub delayed_until: Option<u64>,
+    /// Since when (ms since the epoch) it has had its owner, had none, or
+    /// been held; None if it never had an owner.
+    pub since: Option<u64>,
+    /// When a message of it was last delivered (ms since the epoch).
+    pub last_delivery: Option<u64>,
 }
 
 impl QueueState {
@@ -101,6 +106,8 @@ impl QueueState {
                 pinned: g.pinned,
                 handing_over: g.handover.is_some(),
                 delayed_until: g.delayed_until,
+                since: (g.since > 0).then_some(g.since),
+                last_delivery: g.last_delivery,
             })
             .collect();
         groups.sort_by(|a, b| b.held.cmp(&a.held).then_with(|| a.id.cmp(&b.id)));
