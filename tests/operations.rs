@@ -372,6 +372,13 @@ async fn topics_list_their_subscriptions_and_the_store_reports_fsync_latency() {
         .find(|l| l.starts_with("ordo_store_sync_seconds_bucket{le=\"+Inf\"}"))
         .expect("a +Inf bucket");
     assert!(inf.ends_with(&format!(" {count}")), "{inf}");
+    // Batch sizes: as many batches as the batches total, records summed.
+    let batches = sample(&metrics, "ordo_store_batch_records_count").expect("batch histogram");
+    assert_eq!(Some(batches), sample(&metrics, "ordo_store_batches_total"));
+    assert_eq!(
+        sample(&metrics, "ordo_store_batch_records_sum"),
+        sample(&metrics, "ordo_store_records_total")
+    );
     c.close().await.unwrap();
 }
 

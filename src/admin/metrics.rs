@@ -12,7 +12,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 
 use super::{AdminState, QueueInfo};
-use crate::store::SYNC_BUCKETS_US;
+use crate::store::{BATCH_BUCKETS, SYNC_BUCKETS_US};
 
 pub(super) async fn metrics(State(state): State<AdminState>) -> Response {
     let mut text = String::new();
@@ -123,30 +123,25 @@ const QUEUE_METRICS: &[QueueMetric] = &[
     ),
 ];
 
-/// The store's fsync latency histogram, from the journal's buckets.
-struct SyncHistogram {
-    sum_seconds: f64,
+/// A histogram of the store's, from the journal's buckets.
+struct StoreHistogram {
+    sum: f64,
     count: u64,
     buckets: Vec<(f64, u64)>,
 }
 
-impl std::fmt::Debug for SyncHistogram {
+impl std::fmt::Debug for StoreHistogram {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("SyncHistogram")
+        f.write_str("StoreHistogram")
     }
 }
 
-impl EncodeMetric for SyncHistogram {
+impl EncodeMetric for StoreHistogram {
     fn encode(
         &self,
         mut encoder: prometheus_client::encoding::MetricEncoder,
     ) -> Result<(), std::fmt::Error> {
-        encoder.encode_histogram::<Vec<(String, String)>>(
-            self.sum_seconds,
-            self.count,
-            &self.buckets,
-            None,
-        )
+        encoder.encode_histogram::<Vec<(String, String)>>(self.sum, self.count, &self.buckets, None)
     }
 
     fn metric_type(&self) -> MetricType {
@@ -254,8 +249,8 @@ impl prometheus_client::collector::Collector for Metrics {
             .iter()
             .map(|&us| us as f64 / 1e6)
             .chain([f64::INFINITY]);
-        let histogram = SyncHistogram {
-            sum_seconds: stats.sync_us as f64 / 1e6,
+        let histogram = StoreHistogram {
+            sum: stats.sync_us as f64 / 1e6,
             count: stats.syncs,
             buckets: bounds.zip(stats.sync_buckets).collect(),
         };
@@ -264,6 +259,21 @@ impl prometheus_client::collector::Collector for Metrics {
             "fsync latency of the store.",
             None,
             histogram.metric_type(),
+        )?)?;
+        let bounds = BATCH_BUCKETS
+            .iter()
+            .map(|&n| n as f64)
+            .chain([f64::INFINITY]);
+        let batches = StoreHistogram {
+            sum: stats.records as f64,
+            count: stats.batches,
+            buckets: bounds.zip(stats.batch_buckets).collect(),
+        };
+        batches.encode(encoder.encode_descriptor(
+            "ordo_store_batch_records",
+            "Records per group-commit batch.",
+            None,
+            batches.metric_type(),
         )?)?;
         Ok(())
     }

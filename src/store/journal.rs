@@ -102,7 +102,13 @@ pub struct JournalStats {
     /// Fsyncs by latency: `sync_buckets[i]` counts those that took at most
     /// [`SYNC_BUCKETS_US`]`[i]`; the last counts the slower ones.
     pub sync_buckets: [u64; SYNC_BUCKETS_US.len() + 1],
+    /// Batches by their number of records: `batch_buckets[i]` counts those
+    /// of at most [`BATCH_BUCKETS`]`[i]` records; the last the larger ones.
+    pub batch_buckets: [u64; BATCH_BUCKETS.len() + 1],
 }
+
+/// Upper bounds (records) of the batch size histogram's buckets.
+pub const BATCH_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
 
 /// Upper bounds (µs) of the fsync latency histogram's buckets.
 pub const SYNC_BUCKETS_US: [u64; 12] = [
@@ -110,6 +116,14 @@ pub const SYNC_BUCKETS_US: [u64; 12] = [
 ];
 
 impl JournalStats {
+    /// Counts one batch of `records` records.
+    fn count_batch(&mut self, records: u64) {
+        self.batches += 1;
+        self.records += records;
+        let bucket = BATCH_BUCKETS.partition_point(|&bound| bound < records);
+        self.batch_buckets[bucket] += 1;
+    }
+
     /// Counts one fsync that took `us` microseconds.
     fn count_sync(&mut self, us: u64) {
         self.syncs += 1;
@@ -378,8 +392,7 @@ impl Journal {
         self.written_moved.notify_all();
         {
             let mut st = self.stats.lock();
-            st.batches += 1;
-            st.records += records.len() as u64;
+            st.count_batch(records.len() as u64);
             st.write_us += wrote.as_micros() as u64;
             st.puts += records
                 .iter()

@@ -23,7 +23,9 @@ mod tests;
 use bytes::Bytes;
 
 pub use fjall_store::{FjallOptions, FjallStore};
-pub use journal::{Journal, JournalOptions, SyncMode, Ticket, TicketStatus, Wake, SYNC_BUCKETS_US};
+pub use journal::{
+    Journal, JournalOptions, SyncMode, Ticket, TicketStatus, Wake, BATCH_BUCKETS, SYNC_BUCKETS_US,
+};
 pub use memory::MemoryStore;
 
 /// One change to persist. A batch of records is applied atomically.
