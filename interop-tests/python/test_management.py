@@ -14,7 +14,7 @@ from helpers import TIMEOUT, blocking, take
 QUEUE_ATTRIBUTES = [
     "name", "identity", "type", "messages", "bytes", "unsettled", "consumers", "groups",
     "held_groups", "active_consumer", "exclusive", "group_ordering", "enqueued", "delivered",
-    "redelivered", "acked", "dead_lettered", "expired",
+    "redelivered", "acked", "dead_lettered", "expired", "oldest_message_age_ms",
 ]
 
 
@@ -55,6 +55,7 @@ def test_read_and_query_through_a_dynamic_receiver(broker, queue):
         assert (body["name"], body["identity"], body["type"]) == (queue, queue, "ordo:queue")
         assert (body["enqueued"], body["delivered"], body["consumers"]) == (3, 1, 1), body
         assert body["messages"] == 2, body
+        assert 0 <= body["oldest_message_age_ms"] < 60_000, body
         assert body["active_consumer"] is None and body["exclusive"] is False, body
 
         response = client.call(query(["name", "messages", "enqueued"]))
