@@ -5,7 +5,7 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use parking_lot::Mutex;
@@ -36,6 +36,10 @@ pub struct Entry {
     sessions: AtomicUsize,
     /// Links now.
     links: AtomicUsize,
+    /// Messages the broker took from the peer so far.
+    received: AtomicU64,
+    /// Messages delivered to the peer so far.
+    delivered: AtomicU64,
     /// Set when an operator asks for the connection to be closed.
     close: Mutex<Option<String>>,
     /// Wakes the connection's task for a close.
@@ -61,6 +65,10 @@ pub struct ConnectionView {
     pub sessions: usize,
     /// Links (producers, consumers, coordinators).
     pub links: usize,
+    /// Messages the broker took from the peer so far.
+    pub received: u64,
+    /// Messages delivered to the peer so far.
+    pub delivered: u64,
 }
 
 /// Removes its connection from the registry when dropped (the task ended).
@@ -95,6 +103,8 @@ impl Registry {
             container: Mutex::new(String::new()),
             sessions: AtomicUsize::new(0),
             links: AtomicUsize::new(0),
+            received: AtomicU64::new(0),
+            delivered: AtomicU64::new(0),
             close: Mutex::new(None),
             close_requested: tokio::sync::Notify::new(),
         });
@@ -154,6 +164,12 @@ impl Entry {
         self.links.store(links, Ordering::Relaxed);
     }
 
+    /// Records the messages received from and delivered to the peer so far.
+    pub fn set_traffic(&self, (received, delivered): (u64, u64)) {
+        self.received.store(received, Ordering::Relaxed);
+        self.delivered.store(delivered, Ordering::Relaxed);
+    }
+
     /// Resolves when an operator asks for the connection to be closed;
     /// gives the reason.
     pub async fn close_requested(&self) -> String {
@@ -175,6 +191,8 @@ impl Entry {
             since: self.since,
             sessions: self.sessions.load(Ordering::Relaxed),
             links: self.links.load(Ordering::Relaxed),
+            received: self.received.load(Ordering::Relaxed),
+            delivered: self.delivered.load(Ordering::Relaxed),
         }
     }
 }

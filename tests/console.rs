@@ -164,6 +164,11 @@ async fn the_console_shows_queues_consumers_groups_and_a_held_group() {
         .count();
     assert_eq!(rows, 3, "{connections}");
     assert!(connections.contains("<td>orders</td>"), "{connections}");
+    // The producer's five messages, received.
+    assert!(
+        connections.contains("<td class=\"received\">5</td>"),
+        "{connections}"
+    );
     assert!(page.contains("oldest message waiting"), "{page}");
     if let Ok(file) = std::env::var("ORDO_CONSOLE_SCREENSHOT") {
         render(&format!("{admin}/#queue=orders"), Some(&file));

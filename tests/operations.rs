@@ -105,8 +105,10 @@ async fn connections_are_listed_with_their_consumers_and_one_can_be_closed() {
     assert!(matches!(outcomes[0], Outcome::Accepted(_)));
     let mut after = receiver(&mut s2, "after-in", "after").await;
     assert_eq!(client::text(&take(&mut after, 1).await[0]), "still here");
+    // app-two sent one message and had it delivered.
     wait_for(&broker, "/api/connections", None, |v| {
         by_container(v, "app-one").is_none()
+            && by_container(v, "app-two").is_some_and(|c| c["received"] == 1 && c["delivered"] == 1)
     })
     .await;
     let (status, _) = request(
@@ -428,6 +430,9 @@ async fn the_api_answers_under_load_and_its_reads_lose_nothing() {
     }
     producer.await.unwrap();
     assert!(reads >= 36);
+    let connections = json(&broker, "GET", "/api/connections");
+    let consumer = by_container(&connections, "load-consumer").unwrap();
+    assert_eq!(consumer["delivered"], N, "{consumer}");
     let queue = wait_for(&broker, "/api/queues/busy", None, |q| {
         q["acked"] == N && q["unsettled"] == 0
     })

@@ -147,6 +147,8 @@ pub struct Connection {
     /// Sessions or links may have come or gone since [`Connection::topology`]
     /// last looked.
     topology_changed: bool,
+    /// Messages received from the peer and delivered to it so far.
+    traffic: (u64, u64),
     /// Reply queues of this connection's receivers on `$management`, by the
     /// reply address requests name.
     replies: ReplyQueues,
@@ -188,6 +190,7 @@ impl Connection {
             refusal: None,
             starved: false,
             topology_changed: true,
+            traffic: (0, 0),
             replies: ReplyQueues::default(),
         }
     }
@@ -221,6 +224,12 @@ impl Connection {
     /// This connection's id in the broker.
     pub fn id(&self) -> u64 {
         self.id
+    }
+
+    /// Messages received from the peer (published or posted) and handed to
+    /// its consumers so far.
+    pub fn traffic(&self) -> (u64, u64) {
+        self.traffic
     }
 
     /// Its sessions and links, if they may have changed since the last
@@ -491,6 +500,7 @@ impl Connection {
             connection: self.id,
             principal: &self.principal,
             replies: &mut self.replies,
+            received: &mut self.traffic.0,
         };
         let ended = session.handle(body, &mut ctx);
         if ended {
@@ -525,9 +535,9 @@ impl Connection {
         let mut items = std::mem::take(&mut self.items);
         self.outbox.take_all(&mut items);
         for item in items.drain(..) {
-            let consumer = match &item {
-                OutboxItem::Deliver(d) => d.consumer,
-                OutboxItem::Flow(f) => f.consumer,
+            let (consumer, delivery) = match &item {
+                OutboxItem::Deliver(d) => (d.consumer, 1),
+                OutboxItem::Flow(f) => (f.consumer, 0),
             };
             let Some(&(channel, handle)) = self.consumers.get(&consumer) else {
                 // The link is gone; its queue took back what it held.
@@ -539,6 +549,7 @@ impl Connection {
                 .and_then(Option::as_mut)
             {
                 session.enqueue_outgoing(handle, item, self.broker.persistence().map(|p| &**p));
+                self.traffic.1 += delivery;
             }
         }
         self.items = items;

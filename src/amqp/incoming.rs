@@ -181,8 +181,11 @@ impl Session {
             } else {
                 post(&p.target, ctx, &txn_id, bytes)
             };
-            if let Err(e) = &result {
-                tracing::debug!(condition = ?e.condition, description = ?e.description, "transactional message refused");
+            match &result {
+                Ok(_) => *ctx.received += 1,
+                Err(e) => {
+                    tracing::debug!(condition = ?e.condition, description = ?e.description, "transactional message refused")
+                }
             }
             if !settled {
                 let state = coordinator::transactional_state(txn_id, result);
@@ -218,6 +221,9 @@ impl Session {
                 Err(e) => Err(cond::decode(e.to_string())),
             }
         };
+        if result.is_ok() {
+            *ctx.received += 1;
+        }
         match result {
             Ok(None) if !settled => self.accepted.push(delivery_id),
             // Stored: `accepted` once the journal has it on disk.

@@ -347,6 +347,7 @@ pub async fn serve<S>(
         if conn.is_finished() {
             break;
         }
+        entry.set_traffic(conn.traffic());
         if let Some((sessions, links)) = conn.topology() {
             entry.set_counts(sessions, links);
             entry.set_container(conn.remote_container());

@@ -44,6 +44,8 @@ pub struct Ctx<'a> {
     pub principal: &'a Principal,
     /// The reply queues of the connection's receivers on `$management`.
     pub replies: &'a mut ReplyQueues,
+    /// Messages the peer sent that the broker took (published or posted).
+    pub received: &'a mut u64,
 }
 
 /// `a` is before `b` in serial-number order.

@@ -281,6 +281,8 @@ pub fn connections(args: &AdminArgs) -> Result<(), AdminError> {
             "TLS",
             "SESSIONS",
             "LINKS",
+            "RECEIVED",
+            "DELIVERED",
         ],
         &[
             "id",
@@ -290,6 +292,8 @@ pub fn connections(args: &AdminArgs) -> Result<(), AdminError> {
             "tls",
             "sessions",
             "links",
+            "received",
+            "delivered",
         ],
     );
     Ok(())
