@@ -34,7 +34,13 @@ use crate::core::{AnnotationValue, Broker, BrokerOptions, ConsumerId, Delivery, 
 
 /// The fuzz targets, by the names `tests/fuzz/run.sh`, the corpus
 /// directories and [`replay`] use.
-pub const TARGETS: [&str; 4] = ["fuzz_frame", "fuzz_sasl", "fuzz_message", "fuzz_connection"];
+pub const TARGETS: [&str; 5] = [
+    "fuzz_frame",
+    "fuzz_sasl",
+    "fuzz_message",
+    "fuzz_connection",
+    "fuzz_selector",
+];
 
 /// Runs the entry point of fuzz target `target` (one of [`TARGETS`]) on
 /// `data`, as the fuzzer would; an unknown name does nothing (the replay
@@ -45,6 +51,7 @@ pub fn replay(target: &str, data: &[u8]) {
         "fuzz_sasl" => sasl_exchange(data),
         "fuzz_message" => message_parser(data),
         "fuzz_connection" => connection_engine(data),
+        "fuzz_selector" => selector_parser(data),
         _ => {}
     }
 }
@@ -241,6 +248,73 @@ const SELECTORS: [&str; 8] = [
     "flag OR NOT (count <> -3) OR name LIKE 'a\\_%' ESCAPE '\\'",
     "x + y * 2 > z / 3 - 1",
 ];
+
+/// Parses `data` as a JMS selector, as a consumer's attach filter arrives
+/// (text of any length and content); one that parses is evaluated against
+/// messages with application properties of every type, and its text (what
+/// the broker echoes and stores with a durable subscription) must parse
+/// again to the same selector.
+pub fn selector_parser(data: &[u8]) {
+    let Ok(text) = std::str::from_utf8(data) else {
+        return;
+    };
+    let Ok(selector) = Selector::parse(text) else {
+        return;
+    };
+    for m in selector_messages() {
+        let _ = selector_values::evaluate(&selector, m);
+    }
+    let again = Selector::parse(selector.text());
+    assert!(
+        again.is_ok_and(|a| a.text() == selector.text()),
+        "the text of a parsed selector parses again: {text:?}"
+    );
+}
+
+/// Messages a fuzzed selector is evaluated against: application properties
+/// of each type the selectors compare, and JMS header fields.
+fn selector_messages() -> &'static [Message] {
+    use fe2o3_amqp::types::messaging::{AmqpValue, ApplicationProperties, Properties};
+    use fe2o3_amqp::types::primitives::{SimpleValue as V, Value};
+    static MESSAGES: OnceLock<Vec<Message>> = OnceLock::new();
+    MESSAGES.get_or_init(|| {
+        let props: [&[(&str, V)]; 3] = [
+            &[
+                ("color", V::String("red".into())),
+                ("weight", V::Double(2.5.into())),
+                ("count", V::Int(-3)),
+                ("flag", V::Bool(true)),
+                ("name", V::String("a_b".into())),
+            ],
+            &[
+                ("x", V::Long(i64::MAX)),
+                ("y", V::Long(i64::MIN)),
+                ("z", V::Float(f32::NAN.into())),
+                ("big", V::Ulong(u64::MAX)),
+                ("s", V::String(String::new())),
+            ],
+            &[],
+        ];
+        props
+            .iter()
+            .filter_map(|pairs| {
+                let mut application = ApplicationProperties::default();
+                for (k, v) in pairs.iter() {
+                    application.0.insert(k.to_string(), v.clone());
+                }
+                let properties = Properties {
+                    message_id: Some("ID:1".to_string().into()),
+                    subject: Some("order".into()),
+                    ..Default::default()
+                };
+                let mut bare = serde_amqp::to_vec(&properties).ok()?;
+                bare.extend(serde_amqp::to_vec(&application).ok()?);
+                bare.extend(serde_amqp::to_vec(&AmqpValue(Value::Null)).ok()?);
+                message::parse(Bytes::from(bare)).ok()
+            })
+            .collect()
+    })
+}
 
 /// [`SELECTORS`], parsed once.
 fn selectors() -> &'static [Selector] {

@@ -4,7 +4,8 @@
 #   bash tests/fuzz/run.sh [SECONDS] [TARGET...]
 #
 # SECONDS per target (default 60); TARGETs among fuzz_frame, fuzz_sasl,
-# fuzz_message, fuzz_connection (default: all, one after the other).
+# fuzz_message, fuzz_connection, fuzz_selector (default: all, one after
+# the other).
 # Does what cargo-fuzz does, without a second cargo package: instrumented
 # release build in its own target directory (target/fuzz, so it never waits
 # for or invalidates the main build), libFuzzer started on the committed
@@ -19,7 +20,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
-ALL_TARGETS=(fuzz_frame fuzz_sasl fuzz_message fuzz_connection)
+ALL_TARGETS=(fuzz_frame fuzz_sasl fuzz_message fuzz_connection fuzz_selector)
 SECONDS_PER_TARGET=60
 if [[ $# -gt 0 && $1 =~ ^[0-9]+$ ]]; then
     SECONDS_PER_TARGET=$1
