@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::admin::{call, json, ordo, start_admin, SECRET};
+use common::admin::{call, json, ordo, start_admin, users_config};
 use common::raw::{AttachOptions, RawConsumer};
 use common::{Broker, DEADLINE};
 use fe2o3_amqp::link::Sender;
@@ -236,27 +236,9 @@ async fn purge_and_release_of_a_held_group_through_the_api_and_the_cli() {
 
 #[tokio::test]
 async fn the_api_authenticates_and_checks_the_manage_permission() {
-    let (broker, _file) = start(&format!(
-        r##"
-[sasl]
-allow-anonymous = false
-
-[[users]]
-name = "admin"
-password = "{SECRET}"
-groups = ["ops"]
-
-[[users]]
-name = "bob"
-password = "{SECRET}"
-
-[[access]]
-pattern = "#"
-send = ["*"]
-receive = ["*"]
-create = ["*"]
-manage = ["@ops"]
-"##
+    let (broker, _file) = start(&users_config(
+        &[("admin", &["ops"]), ("bob", &[])],
+        &[("#", "@ops")],
     ));
     let url = format!("amqp://admin:secret@{}", broker.addr);
     send_grouped(&url, "ops.q", &[("g", "1")]).await;

@@ -9,6 +9,7 @@ mod common;
 use std::io::Write;
 use std::time::Instant;
 
+use common::admin::users_config;
 use common::raw::{AttachOptions, RawConsumer};
 use common::{Broker, DEADLINE};
 use fe2o3_amqp::connection::ConnectionHandle;
@@ -20,9 +21,6 @@ use fe2o3_amqp::types::messaging::{
 use fe2o3_amqp::types::primitives::{OrderedMap, SimpleValue, Value};
 use fe2o3_amqp::{Connection, Session};
 use tokio::time::timeout;
-
-/// The credential of the password "secret".
-const SECRET: &str = "SCRAM-SHA-256$4096:0YvCpnRKUM82jsZMjefHBQ==$/0bJK/CYOZvh/X8u/iWekAjPPAE2UXdppjfN3N5BdXo=:DATuhs9PZ9yQfFoQe94x1uxwyRxZ0QXBLjSzjoY7iSo=";
 
 /// Every attribute of a queue, in the order QUERY lists them.
 const ATTRIBUTES: [&str; 19] = [
@@ -507,26 +505,8 @@ async fn the_manage_permission_filters_and_forbids() {
     let mut file = tempfile::NamedTempFile::new().unwrap();
     write!(
         file,
-        r##"
-[sasl]
-allow-anonymous = false
-
-[[users]]
-name = "admin"
-password = "{SECRET}"
-groups = ["ops"]
-
-[[users]]
-name = "bob"
-password = "{SECRET}"
-
-[[access]]
-pattern = "#"
-send = ["*"]
-receive = ["*"]
-create = ["*"]
-manage = ["@ops"]
-"##
+        "{}",
+        users_config(&[("admin", &["ops"]), ("bob", &[])], &[("#", "@ops")])
     )
     .unwrap();
     let broker = Broker::start_with(Some(file.path()));

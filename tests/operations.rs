@@ -6,7 +6,7 @@
 
 mod common;
 
-use common::admin::{call, json, ordo, request, start_admin, wait_for, SECRET};
+use common::admin::{call, json, ordo, request, start_admin, users_config, wait_for};
 use common::client::{self as client, connect, drain_all, receiver, recv, send, take};
 use common::DEADLINE;
 use fe2o3_amqp::types::messaging::Outcome;
@@ -127,33 +127,9 @@ async fn connections_are_listed_with_their_consumers_and_one_can_be_closed() {
 
 #[tokio::test]
 async fn only_broker_wide_managers_see_and_close_other_users_connections() {
-    let (broker, _file) = start_admin(&format!(
-        r##"
-[sasl]
-allow-anonymous = false
-
-[[users]]
-name = "alice"
-password = "{SECRET}"
-
-[[users]]
-name = "bob"
-password = "{SECRET}"
-
-[[access]]
-pattern = "#"
-send = ["*"]
-receive = ["*"]
-create = ["*"]
-manage = ["alice"]
-
-[[access]]
-pattern = "bob.#"
-send = ["*"]
-receive = ["*"]
-create = ["*"]
-manage = ["bob"]
-"##
+    let (broker, _file) = start_admin(&users_config(
+        &[("alice", &[]), ("bob", &[])],
+        &[("#", "alice"), ("bob.#", "bob")],
     ));
     let open = |user: &str| {
         let url = broker.url_as(user, "secret");

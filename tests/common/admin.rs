@@ -11,6 +11,27 @@ use super::{Broker, DEADLINE};
 /// The credential of the password "secret".
 pub const SECRET: &str = "SCRAM-SHA-256$4096:0YvCpnRKUM82jsZMjefHBQ==$/0bJK/CYOZvh/X8u/iWekAjPPAE2UXdppjfN3N5BdXo=:DATuhs9PZ9yQfFoQe94x1uxwyRxZ0QXBLjSzjoY7iSo=";
 
+/// A config with anonymous access off, `users` (name, groups) logging in
+/// with the password "secret", and one `[[access]]` rule per (pattern,
+/// managers): everyone may send, receive and create there, the managers
+/// manage.
+pub fn users_config(users: &[(&str, &[&str])], rules: &[(&str, &str)]) -> String {
+    let mut text = String::from("[sasl]\nallow-anonymous = false\n");
+    for (name, groups) in users {
+        let groups: Vec<String> = groups.iter().map(|g| format!("\"{g}\"")).collect();
+        text.push_str(&format!(
+            "\n[[users]]\nname = \"{name}\"\npassword = \"{SECRET}\"\ngroups = [{}]\n",
+            groups.join(", ")
+        ));
+    }
+    for (pattern, managers) in rules {
+        text.push_str(&format!(
+            "\n[[access]]\npattern = \"{pattern}\"\nsend = [\"*\"]\nreceive = [\"*\"]\ncreate = [\"*\"]\nmanage = [\"{managers}\"]\n"
+        ));
+    }
+    text
+}
+
 /// GETs `path` (as `auth`) until `done` holds for its JSON; returns it.
 pub async fn wait_for(
     broker: &Broker,
