@@ -8,16 +8,14 @@
 use std::collections::HashMap;
 
 use bytes::Bytes;
-use fe2o3_amqp::types::definitions::Role;
 use fe2o3_amqp::types::messaging::{Accepted, DeliveryState, Modified};
-use fe2o3_amqp::types::performatives::Disposition;
 use fe2o3_amqp::types::primitives::Binary;
 use fe2o3_amqp::types::transaction::{Declare, Declared, Discharge};
 
 use super::connection::Output;
 use super::error::{self, cond};
 use super::message;
-use super::session::{send_rejected, Ctx, Session};
+use super::session::{send_rejected, send_settled, Ctx, Session};
 use crate::core::Transaction;
 
 /// A transaction the peer declared and has not discharged.
@@ -161,17 +159,8 @@ impl Session {
             }
             let txn_id = ctx.txns.declare(channel);
             tracing::debug!(txn = ?txn_id, "transaction declared");
-            ctx.out.frame(
-                channel,
-                &Disposition {
-                    role: Role::Receiver,
-                    first: delivery_id,
-                    last: None,
-                    settled: true,
-                    state: Some(DeliveryState::Declared(Declared { txn_id })),
-                    batchable: false,
-                },
-            );
+            let declared = DeliveryState::Declared(Declared { txn_id });
+            send_settled(ctx.out, channel, delivery_id, declared);
             return;
         }
         let Ok(discharge) = serde_amqp::from_slice::<Discharge>(value) else {

@@ -4,9 +4,9 @@
 use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
-use fe2o3_amqp::types::definitions::{Error as AmqpError, Role};
+use fe2o3_amqp::types::definitions::Error as AmqpError;
 use fe2o3_amqp::types::messaging::DeliveryState;
-use fe2o3_amqp::types::performatives::{Disposition, Transfer};
+use fe2o3_amqp::types::performatives::Transfer;
 
 use super::address;
 use super::coordinator;
@@ -14,7 +14,7 @@ use super::error::{self, cond};
 use super::link::{LinkKind, Partial, ProducerTarget};
 use super::management;
 use super::message;
-use super::session::{send_rejected, Ctx, Session};
+use super::session::{send_rejected, send_settled, Ctx, Session};
 use crate::core::access::{Permission, Principal};
 use crate::core::broker::MemoryLevel;
 use crate::core::{Arrival, Broker, CoreError, Message, Node};
@@ -146,16 +146,11 @@ impl Session {
             match parsed {
                 Ok(m) => self.on_management(delivery_id, settled, &m, ctx),
                 Err(e) if !settled => match txn {
-                    Some(txn_id) => ctx.out.frame(
+                    Some(txn_id) => send_settled(
+                        ctx.out,
                         channel,
-                        &Disposition {
-                            role: Role::Receiver,
-                            first: delivery_id,
-                            last: None,
-                            settled: true,
-                            state: Some(coordinator::transactional_state(txn_id, Err(e))),
-                            batchable: false,
-                        },
+                        delivery_id,
+                        coordinator::transactional_state(txn_id, Err(e)),
                     ),
                     None => send_rejected(ctx.out, channel, delivery_id, e),
                 },
@@ -189,17 +184,7 @@ impl Session {
             }
             if !settled {
                 let state = coordinator::transactional_state(txn_id, result);
-                ctx.out.frame(
-                    channel,
-                    &Disposition {
-                        role: Role::Receiver,
-                        first: delivery_id,
-                        last: None,
-                        settled: true,
-                        state: Some(state),
-                        batchable: false,
-                    },
-                );
+                send_settled(ctx.out, channel, delivery_id, state);
             }
             return;
         }

@@ -438,6 +438,12 @@ fn send_accepted(out: &mut Output, channel: u16, first: u32, last: u32) {
 
 /// Appends a disposition settling one incoming delivery as rejected.
 pub(super) fn send_rejected(out: &mut Output, channel: u16, id: u32, error: AmqpError) {
+    let rejected = DeliveryState::Rejected(Rejected { error: Some(error) });
+    send_settled(out, channel, id, rejected);
+}
+
+/// Appends a disposition settling one incoming delivery with `state`.
+pub(super) fn send_settled(out: &mut Output, channel: u16, id: u32, state: DeliveryState) {
     out.frame(
         channel,
         &Disposition {
@@ -445,7 +451,7 @@ pub(super) fn send_rejected(out: &mut Output, channel: u16, id: u32, error: Amqp
             first: id,
             last: None,
             settled: true,
-            state: Some(DeliveryState::Rejected(Rejected { error: Some(error) })),
+            state: Some(state),
             batchable: false,
         },
     );

@@ -108,6 +108,23 @@ fn call_with(
     Ok(body)
 }
 
+/// An action: calls `method path` with `body` and `headers`; with `--json`
+/// prints the answer and returns None, else returns it for a summary.
+fn act_with(
+    args: &AdminArgs,
+    method: &str,
+    path: &str,
+    body: Option<&Value>,
+    headers: &[(&str, &str)],
+) -> Result<Option<Value>, AdminError> {
+    let value = call_with(args, method, path, body, headers)?;
+    if args.json {
+        println!("{value}");
+        return Ok(None);
+    }
+    Ok(Some(value))
+}
+
 /// Path-segment encoding of a queue or group name.
 fn segment(name: &str) -> String {
     let mut out = String::new();
@@ -355,16 +372,8 @@ pub fn topics(args: &AdminArgs) -> Result<(), AdminError> {
 /// `ordo close-connection ID [--reason TEXT]`.
 pub fn close_connection(args: &AdminArgs, id: u64, reason: Option<&str>) -> Result<(), AdminError> {
     let headers: Vec<(&str, &str)> = reason.map(|r| ("X-Reason", r)).into_iter().collect();
-    let value = call_with(
-        args,
-        "DELETE",
-        &format!("/api/connections/{id}"),
-        None,
-        &headers,
-    )?;
-    if args.json {
-        println!("{value}");
-    } else {
+    let path = format!("/api/connections/{id}");
+    if act_with(args, "DELETE", &path, None, &headers)?.is_some() {
         println!("closed connection {id}");
     }
     Ok(())
@@ -384,17 +393,10 @@ pub fn move_messages(
     if let Some(limit) = limit {
         body.insert("limit".into(), Value::from(limit));
     }
-    let value = call_with(
-        args,
-        "POST",
-        &format!("/api/queues/{}/move", segment(queue)),
-        Some(&Value::Object(body)),
-        &[],
-    )?;
-    if args.json {
-        println!("{value}");
+    let path = format!("/api/queues/{}/move", segment(queue));
+    let Some(value) = act_with(args, "POST", &path, Some(&Value::Object(body)), &[])? else {
         return Ok(());
-    }
+    };
     let whereto = to.map_or("their original addresses".to_owned(), str::to_owned);
     println!(
         "moved {} messages from {queue} to {whereto}; {} left",
@@ -422,17 +424,10 @@ pub fn set_queue(args: &AdminArgs, queue: &str, settings: &[String]) -> Result<(
             Value::String(value.trim().to_owned()),
         );
     }
-    let value = call_with(
-        args,
-        "PATCH",
-        &format!("/api/queues/{}", segment(queue)),
-        Some(&Value::Object(body)),
-        &[],
-    )?;
-    if args.json {
-        println!("{value}");
+    let path = format!("/api/queues/{}", segment(queue));
+    let Some(value) = act_with(args, "PATCH", &path, Some(&Value::Object(body)), &[])? else {
         return Ok(());
-    }
+    };
     let rows: Vec<Vec<String>> = value["settings"]
         .as_object()
         .into_iter()
@@ -450,10 +445,7 @@ pub fn act(
     path: &str,
     done: impl Fn(&Value) -> String,
 ) -> Result<(), AdminError> {
-    let value = call(args, "POST", path)?;
-    if args.json {
-        println!("{value}");
-    } else {
+    if let Some(value) = act_with(args, "POST", path, None, &[])? {
         println!("{}", done(&value));
     }
     Ok(())
