@@ -86,8 +86,9 @@ pub fn source_filters(source: &Source) -> Result<SourceFilters, AmqpError> {
                     // JMS: an empty selector is no selector.
                     continue;
                 }
-                let selector = Selector::parse(text)
-                    .map_err(|e| cond::invalid_field(format!("selector '{text}': {e}")))?;
+                let selector = Selector::parse(text).map_err(|e| {
+                    cond::invalid_field(format!("selector '{}': {e}", shortened(text)))
+                })?;
                 out.selector = Some(selector);
                 out.applied.push(key.clone());
             }
@@ -111,6 +112,15 @@ pub fn source_filters(source: &Source) -> Result<SourceFilters, AmqpError> {
         }
     }
     Ok(out)
+}
+
+/// At most the first 80 characters of `text`, for an error description
+/// (a refused selector may be kilobytes long).
+fn shortened(text: &str) -> String {
+    match text.char_indices().nth(80) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_string(),
+    }
 }
 
 /// Keeps in the broker's attach only the filters it applies.

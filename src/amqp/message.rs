@@ -458,28 +458,48 @@ fn walk_map(
 /// The encoded value of application property `name` in a bare message
 /// (its first sections), without decoding anything else.
 pub fn application_property<'a>(bare: &'a [u8], name: &str) -> Option<&'a [u8]> {
+    application_properties(bare, &[name])[0]
+}
+
+/// The encoded values of the application properties `names` (sorted,
+/// distinct) in a bare message, in one walk over its map whatever the
+/// number of names; decodes nothing else. A name given twice in the map
+/// has its first value.
+pub fn application_properties<'a, S: AsRef<str>>(
+    bare: &'a [u8],
+    names: &[S],
+) -> Vec<Option<&'a [u8]>> {
+    let mut found = vec![None; names.len()];
     let mut pos = 0;
     while pos < bare.len() {
-        let (code, len) = section_at(bare, pos).ok()?;
+        let Ok((code, len)) = section_at(bare, pos) else {
+            break;
+        };
         match code {
             PROPERTIES => {}
             APPLICATION_PROPERTIES => {
-                let section = bare.get(pos..pos + len)?;
-                let mut found = None;
-                walk_map(section, "application-properties", |key, at, len| {
-                    if found.is_none() && key == name.as_bytes() {
-                        found = Some((at, len));
+                let Some(section) = bare.get(pos..pos + len) else {
+                    break;
+                };
+                let mut at = Vec::with_capacity(names.len());
+                at.resize(names.len(), None);
+                let walked = walk_map(section, "application-properties", |key, offset, len| {
+                    if let Ok(i) = names.binary_search_by(|n| n.as_ref().as_bytes().cmp(key)) {
+                        at[i].get_or_insert((offset, len));
                     }
-                })
-                .ok()?;
-                let (at, len) = found?;
-                return section.get(at..at + len);
+                });
+                if walked.is_ok() {
+                    for (slot, place) in found.iter_mut().zip(at) {
+                        *slot = place.and_then(|(offset, len)| section.get(offset..offset + len));
+                    }
+                }
+                break;
             }
-            _ => return None,
+            _ => break,
         }
         pos += len;
     }
-    None
+    found
 }
 
 /// Looks for `JMSXGroupID`, `_AMQ_GROUP_ID` and `JMSXGroupSeq` among the

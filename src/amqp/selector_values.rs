@@ -1,9 +1,11 @@
 //! A message's values for JMS selectors: JMS header names mapped to AMQP
 //! fields as Qpid JMS and Artemis map them, and the application properties.
 //! The core calls [`evaluate`] (through `core::selector::Filter`) once per
-//! message and consumer; it decodes only the values the selector reads.
+//! message and consumer; it decodes only the values the selector reads,
+//! finding them all in one walk over the application properties.
 
 use std::cell::OnceCell;
+use std::sync::Arc;
 
 use fe2o3_amqp::types::messaging::{MessageId, Properties};
 
@@ -18,23 +20,39 @@ const PROPERTIES: u64 = 0x73;
 pub fn evaluate(selector: &Selector, message: &Message) -> bool {
     let view = View {
         message,
+        names: selector.identifiers(),
         properties: OnceCell::new(),
+        application: OnceCell::new(),
     };
     selector.matches(&view)
 }
 
-/// A message as a selector reads it: application properties are looked up
-/// in the encoded bytes one by one (only the value asked for is decoded);
-/// the properties section is decoded once, only if a JMS header field that
-/// lives there is asked for.
+/// A message as a selector reads it: the application properties the
+/// selector names are found in the encoded bytes in one walk, on first use
+/// (only the values asked for are decoded); the properties section is
+/// decoded once, only if a JMS header field that lives there is asked for.
 struct View<'a> {
     /// The message.
     message: &'a Message,
+    /// The identifiers the selector reads, sorted.
+    names: &'a [String],
     /// Its properties, decoded on first use.
     properties: OnceCell<Option<Properties>>,
+    /// The encoded value of each of `names` among the application
+    /// properties, found on first use.
+    application: OnceCell<Vec<Option<&'a [u8]>>>,
 }
 
-impl View<'_> {
+impl<'a> View<'a> {
+    /// The application property `name`, decoded.
+    fn application(&self, name: &str) -> Option<Value> {
+        let found = self
+            .application
+            .get_or_init(|| message::application_properties(&self.message.bare, self.names));
+        let index = self.names.binary_search_by(|n| n.as_str().cmp(name)).ok()?;
+        found.get(index).copied().flatten().and_then(decode)
+    }
+
     /// The decoded properties section, if the message has one.
     fn properties(&self) -> Option<&Properties> {
         self.properties
@@ -56,7 +74,7 @@ fn decode(v: &[u8]) -> Option<Value> {
     fn text(b: &[u8]) -> Option<Value> {
         std::str::from_utf8(b)
             .ok()
-            .map(|s| Value::Str(s.to_string()))
+            .map(|s| Value::Str(Arc::from(s)))
     }
     let (&code, rest) = v.split_first()?;
     Some(match code {
@@ -74,7 +92,11 @@ fn decode(v: &[u8]) -> Option<Value> {
         0x81 | 0x83 => Value::Int(i64::from_be_bytes(be(rest)?)),
         0x72 => Value::Float(f64::from(f32::from_be_bytes(be(rest)?))),
         0x82 => Value::Float(f64::from_be_bytes(be(rest)?)),
-        0x73 => Value::Str(char::from_u32(u32::from_be_bytes(be(rest)?))?.to_string()),
+        0x73 => Value::Str(
+            char::from_u32(u32::from_be_bytes(be(rest)?))?
+                .to_string()
+                .into(),
+        ),
         0xa1 | 0xa3 => text(rest.get(1..)?)?,
         0xb1 | 0xb3 => text(rest.get(4..)?)?,
         _ => return None,
@@ -99,7 +121,7 @@ impl Values for View<'_> {
     fn get(&self, identifier: &str) -> Option<Value> {
         let h = &self.message.header;
         if !identifier.starts_with("JMS") {
-            return message::application_property(&self.message.bare, identifier).and_then(decode);
+            return self.application(identifier);
         }
         let p = self.properties();
         match identifier {
@@ -114,11 +136,19 @@ impl Values for View<'_> {
                 ))
             }
             "JMSPriority" => return Some(Value::Int(i64::from(h.priority))),
-            "JMSMessageID" => return p?.message_id.as_ref().map(|i| Value::Str(id_string(i))),
-            "JMSCorrelationID" => {
-                return p?.correlation_id.as_ref().map(|i| Value::Str(id_string(i)))
+            "JMSMessageID" => {
+                return p?
+                    .message_id
+                    .as_ref()
+                    .map(|i| Value::Str(id_string(i).into()))
             }
-            "JMSType" => return p?.subject.clone().map(Value::Str),
+            "JMSCorrelationID" => {
+                return p?
+                    .correlation_id
+                    .as_ref()
+                    .map(|i| Value::Str(id_string(i).into()))
+            }
+            "JMSType" => return p?.subject.as_deref().map(|s| Value::Str(s.into())),
             "JMSTimestamp" => {
                 return p?
                     .creation_time
@@ -133,7 +163,7 @@ impl Values for View<'_> {
             }
             "JMSXDeliveryCount" => return Some(Value::Int(i64::from(h.delivery_count) + 1)),
             "JMSXGroupID" if p.is_some_and(|p| p.group_id.is_some()) => {
-                return p?.group_id.clone().map(Value::Str)
+                return p?.group_id.as_deref().map(|s| Value::Str(s.into()))
             }
             "JMSXGroupSeq" if p.is_some_and(|p| p.group_sequence.is_some()) => {
                 return p?.group_sequence.map(|n| Value::Int(i64::from(n as i32)))
@@ -142,11 +172,11 @@ impl Values for View<'_> {
                 return p?
                     .user_id
                     .as_ref()
-                    .map(|u| Value::Str(String::from_utf8_lossy(u).into_owned()))
+                    .map(|u| Value::Str(String::from_utf8_lossy(u).into()))
             }
             _ => {}
         }
-        message::application_property(&self.message.bare, identifier).and_then(decode)
+        self.application(identifier)
     }
 }
 

@@ -569,5 +569,50 @@ pub fn selector_seeds() -> Vec<Seed> {
     ]
     .into_iter()
     .map(|(name, text)| (name, text.as_bytes().to_vec()))
+    .chain(hostile_selectors())
+    .collect()
+}
+
+/// Deep and long selectors: at each limit of `core::selector` (they parse
+/// and are evaluated), just past it, and the inputs that once overflowed
+/// the broker's stack (cut to the 64 KB a seed may have).
+fn hostile_selectors() -> Vec<Seed> {
+    let nest = |open: &str, inner: &str, close: &str, n: usize| {
+        format!("{}{inner}{}", open.repeat(n), close.repeat(n))
+    };
+    let chain = |term: &str, op: &str, n: usize| vec![term; n].join(op);
+    [
+        ("deep_parens_at_limit", nest("(b = 2 OR ", "a = 1", ")", 64)),
+        ("deep_parens_past_limit", nest("(", "a = 1", ")", 65)),
+        ("deep_parens_1500", nest("(", "a = 1", ")", 1500)),
+        ("not_chain_4000", nest("NOT ", "a = 1", "", 4000)),
+        ("unary_minus_16000", format!("a = {}1", "-".repeat(16_000))),
+        ("negations_at_limit", nest("-(1 + ", "x", ")", 32) + " > 0"),
+        ("or_chain_at_terms_limit", chain("a = 1", " OR ", 250)),
+        ("or_chain_past_terms_limit", chain("a = 1", " OR ", 2_500)),
+        ("and_chain_past_length", chain("a = 1", " AND ", 6_000)),
+        (
+            "plus_chain_past_length",
+            format!("a = {}", chain("1", " + ", 15_000)),
+        ),
+        (
+            "in_list_at_terms_limit",
+            format!("s IN ({})", chain("'x'", ", ", 990)),
+        ),
+        (
+            "like_worst_within_limits",
+            format!("s LIKE '{}z'", "%_".repeat(127)),
+        ),
+        (
+            "like_wildcard_segments",
+            format!("s LIKE '%a_{}_z%'", "a".repeat(200)),
+        ),
+        (
+            "like_pattern_past_limit",
+            format!("s LIKE '{}z'", "%_".repeat(30_000)),
+        ),
+    ]
+    .into_iter()
+    .map(|(name, text)| (name, text.into_bytes()))
     .collect()
 }
