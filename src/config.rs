@@ -297,6 +297,14 @@ pub struct LimitsConfig {
     /// credit; past 1.25 times it their messages are rejected with
     /// `amqp:resource-limit-exceeded`. 0: 40% of the machine's memory.
     pub memory_high_watermark: u64,
+    /// Bytes of messages still arriving in several frames, all connections
+    /// together; a message that would take them past it is refused with
+    /// `amqp:resource-limit-exceeded`. 0: the memory high-water mark.
+    pub max_assembly_bytes: u64,
+    /// Longest node name (queue, topic, subscription) in bytes; a longer
+    /// address is refused with `amqp:invalid-field`, so names stored and
+    /// shown stay small.
+    pub max_address_length: u32,
 }
 
 impl Default for LimitsConfig {
@@ -309,6 +317,8 @@ impl Default for LimitsConfig {
             max_connections_per_user: 0,
             max_unsettled_per_link: 10_000,
             memory_high_watermark: 0,
+            max_assembly_bytes: 0,
+            max_address_length: 255,
         }
     }
 }

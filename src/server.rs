@@ -247,6 +247,7 @@ impl Server {
             usize::try_from(config.store.memory_limit).unwrap_or(usize::MAX),
         );
         let (broker, report) = Broker::open(BrokerOptions {
+            max_name_length: config.limits.max_address_length as usize,
             auto_create: config.broker.auto_create,
             predeclared,
             defaults: Arc::new(ConfigDefaults(config.clone())),
@@ -263,9 +264,11 @@ impl Server {
             bytes => bytes,
         };
         broker.set_memory_high_watermark(high_watermark);
+        broker.set_max_assembly_bytes(config.limits.max_assembly_bytes);
         tracing::info!(
             high_watermark,
-            "memory high-water mark (bytes of queued messages)"
+            max_assembly_bytes = config.limits.max_assembly_bytes,
+            "memory high-water mark (bytes of queued messages and messages in assembly)"
         );
         tracing::info!(
             queues = report.queues,

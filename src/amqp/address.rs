@@ -1,6 +1,8 @@
 //! Parsing of node addresses as clients send them: plain names,
-//! `queue://` / `topic://` prefixes, RabbitMQ's `/queues/NAME`, source and
-//! target capabilities, and ActiveMQ-style `?key=value` options.
+//! `queue://` / `topic://` prefixes, RabbitMQ's `/queues/NAME`, full URLs
+//! (`amqp[s]://host[:port]/NAME`, as some clients put the broker's URL in
+//! the address), source and target capabilities, and ActiveMQ-style
+//! `?key=value` options.
 
 use fe2o3_amqp::types::primitives::{Array, Symbol};
 
@@ -40,6 +42,14 @@ pub fn parse(
         None => (address, None),
     };
     let has = |cap: &str| capabilities.is_some_and(|caps| caps.0.iter().any(|c| c.as_str() == cap));
+    // A URL names the broker, then the node: only the node matters here.
+    let path = match path
+        .strip_prefix("amqp://")
+        .or_else(|| path.strip_prefix("amqps://"))
+    {
+        Some(url) => url.split_once('/').map_or("", |(_, node)| node),
+        None => path,
+    };
     let (kind, name) = if let Some(rest) = path.strip_prefix("queue://") {
         (Some(NodeKind::Queue), rest)
     } else if let Some(rest) = path.strip_prefix("topic://") {
@@ -99,6 +109,21 @@ mod tests {
     }
 
     #[test]
+    fn urls_name_their_node() {
+        for address in [
+            "amqp://127.0.0.1:5672/orders",
+            "amqps://broker.example.com/orders",
+            "amqps://[::1]:5671/orders",
+        ] {
+            let a = parse(address, None).unwrap();
+            assert_eq!((a.kind, a.name.as_str()), (None, "orders"), "{address}");
+        }
+        let t = parse("amqp://host/topic://prices?x=1", None).unwrap();
+        assert_eq!((t.kind, t.name.as_str()), (Some(NodeKind::Topic), "prices"));
+        assert_eq!(t.options, vec![("x".to_string(), "1".to_string())]);
+    }
+
+    #[test]
     fn options_are_split() {
         let a = parse("orders?consumer.exclusive=true&consumer.priority=5", None).unwrap();
         assert_eq!(a.name, "orders");
@@ -110,6 +135,7 @@ mod tests {
             ]
         );
         assert!(parse("orders?oops", None).is_err());
+        assert!(parse("amqp://127.0.0.1:5672", None).is_err());
         assert!(parse("queue://", None).is_err());
     }
 }

@@ -357,9 +357,11 @@ impl ClientConn {
     /// Updates the session window from the peer's flow.
     pub fn on_flow(&mut self, flow: &Flow) {
         let next_incoming = flow.next_incoming_id.unwrap_or(0);
-        self.remote_incoming_window = next_incoming
-            .wrapping_add(flow.incoming_window)
-            .wrapping_sub(self.next_outgoing_id);
+        self.remote_incoming_window = crate::core::serial::remaining(
+            flow.incoming_window,
+            next_incoming,
+            self.next_outgoing_id,
+        );
     }
 
     /// Writes everything queued.

@@ -512,10 +512,11 @@ impl Connection {
     /// Sends what sessions batched while handling input (dispositions,
     /// credit top-ups).
     fn flush_sessions(&mut self) {
-        let credit = self.broker.memory_level() == MemoryLevel::Normal;
+        let grant = (self.broker.memory_level() == MemoryLevel::Normal)
+            .then(|| self.broker.producer_credit(self.config.producer_credit));
         let mut starved = false;
         for session in self.sessions.iter_mut().flatten() {
-            starved |= session.flush(&self.config, &mut self.out, credit);
+            starved |= session.flush(&self.config, &mut self.out, grant);
         }
         if starved && !self.starved {
             tracing::debug!(

@@ -26,7 +26,9 @@ pub fn from_core(e: &CoreError) -> AmqpErrorFrame {
         CoreError::Unauthorized { .. } => AmqpError::UnauthorizedAccess.into(),
         CoreError::NotImplemented { .. } => AmqpError::NotImplemented.into(),
         CoreError::QueueFull { .. } => AmqpError::ResourceLimitExceeded.into(),
-        CoreError::InvalidSetting { .. } => AmqpError::InvalidField.into(),
+        CoreError::InvalidSetting { .. } | CoreError::NameTooLong { .. } => {
+            AmqpError::InvalidField.into()
+        }
         CoreError::PreconditionFailed { .. } => AmqpError::PreconditionFailed.into(),
         CoreError::UnknownDelivery { .. } => AmqpError::IllegalState.into(),
         CoreError::UnknownConsumer { .. } => AmqpError::IllegalState.into(),

@@ -11,12 +11,13 @@ use fe2o3_amqp::types::performatives::Transfer;
 use super::address;
 use super::coordinator;
 use super::error::{self, cond};
-use super::link::{LinkKind, Partial, ProducerTarget};
+use super::link::{LinkKind, ProducerTarget};
 use super::management;
 use super::message;
 use super::session::{send_rejected, send_settled, Ctx, Session};
 use crate::core::access::{Permission, Principal};
 use crate::core::broker::MemoryLevel;
+use crate::core::memory::AssemblyCharge;
 use crate::core::{Arrival, Broker, CoreError, Message, Node};
 use crate::store::Ticket;
 
@@ -63,32 +64,13 @@ impl Session {
             Some(DeliveryState::TransactionalState(t)) => Some(t.txn_id.clone()),
             _ => None,
         };
-        let too_big = || cond::message_size(format!("message exceeds max-message-size {max_size}"));
-        let (delivery_id, settled, bytes, oversized, txn) = match p.partial.take() {
+        let mut partial = match p.partial.take() {
             Some(mut partial) => {
                 partial.settled |= settled;
                 if txn.is_some() {
                     partial.txn = txn;
                 }
-                if !partial.oversized {
-                    partial.bytes.extend_from_slice(&payload);
-                    if partial.bytes.len() as u64 > max_size {
-                        // Read the rest and drop it; reject at the end.
-                        partial.oversized = true;
-                        partial.bytes = BytesMut::new();
-                    }
-                }
-                if transfer.more {
-                    p.partial = Some(partial);
-                    return;
-                }
-                (
-                    partial.delivery_id,
-                    partial.settled,
-                    partial.bytes.freeze(),
-                    partial.oversized,
-                    partial.txn,
-                )
+                partial
             }
             None => {
                 let Some(delivery_id) = transfer.delivery_id else {
@@ -107,35 +89,81 @@ impl Session {
                 }
                 p.credit -= 1;
                 p.delivery_count = p.delivery_count.wrapping_add(1);
-                let oversized = payload.len() as u64 > max_size;
-                if transfer.more {
-                    let bytes = if oversized {
-                        BytesMut::new()
-                    } else {
-                        let mut bytes = BytesMut::with_capacity(payload.len() * 4);
-                        bytes.extend_from_slice(&payload);
-                        bytes
-                    };
-                    p.partial = Some(Partial {
-                        delivery_id,
-                        settled,
-                        bytes,
-                        oversized,
-                        txn,
-                    });
+                if let Some(format) = unknown_format(&transfer) {
+                    if !settled {
+                        send_rejected(ctx.out, channel, delivery_id, format);
+                    }
+                    if transfer.more {
+                        // The rest of it is read and dropped.
+                        let mut partial =
+                            Partial::new(delivery_id, true, None, ctx.broker.memory().charge());
+                        partial.refused = Some(Refusal::Format);
+                        p.partial = Some(partial);
+                    }
                     return;
                 }
-                (delivery_id, settled, payload, oversized, txn)
+                if !transfer.more {
+                    // The whole message in one frame: no copy.
+                    let refusal = (payload.len() as u64 > max_size).then_some(Refusal::TooBig);
+                    self.take_delivery(local, delivery_id, settled, payload, refusal, txn, ctx);
+                    return;
+                }
+                Partial::new(delivery_id, settled, txn, ctx.broker.memory().charge())
             }
         };
+        partial.append(&payload, max_size);
+        if transfer.more {
+            p.partial = Some(partial);
+            return;
+        }
+        if partial.refused == Some(Refusal::Format) {
+            return;
+        }
+        let bytes = std::mem::take(&mut partial.bytes).freeze();
+        let (delivery_id, settled, refusal, txn) = (
+            partial.delivery_id,
+            partial.settled,
+            partial.refused,
+            partial.txn.take(),
+        );
+        drop(partial);
+        self.take_delivery(local, delivery_id, settled, bytes, refusal, txn, ctx);
+    }
+
+    /// A whole delivery from producer link `local`: a control message, a
+    /// management request, a transactional post or a message to publish;
+    /// or one refused while it arrived.
+    #[allow(clippy::too_many_arguments)]
+    fn take_delivery(
+        &mut self,
+        local: u32,
+        delivery_id: u32,
+        settled: bool,
+        bytes: Bytes,
+        refusal: Option<Refusal>,
+        txn: Option<fe2o3_amqp::types::primitives::Binary>,
+        ctx: &mut Ctx<'_>,
+    ) {
+        let channel = self.channel;
+        let max_size = ctx.config.max_message_size;
+        let Some(Some(link)) = self.links.get_mut(local as usize) else {
+            return;
+        };
+        let LinkKind::Producer(p) = &mut link.kind else {
+            return;
+        };
+        let refused = refusal.map(|r| r.error(max_size));
+        if !p.is_control() {
+            ctx.broker.memory().observe_message(bytes.len() as u64);
+        }
         if matches!(p.target, ProducerTarget::Coordinator) {
             self.on_control(delivery_id, settled, bytes, ctx);
             return;
         }
         if matches!(p.target, ProducerTarget::Management) {
             // Answered even when memory is short, so an operator can look.
-            let parsed = if oversized {
-                Err(too_big())
+            let parsed = if let Some(e) = refused {
+                Err(e)
             } else if txn.is_some() {
                 Err(cond::not_implemented(
                     "management requests cannot be transactional",
@@ -165,8 +193,8 @@ impl Session {
         };
         let memory_full = ctx.broker.memory_level() == MemoryLevel::Full;
         if let Some(txn_id) = txn {
-            let result = if oversized {
-                Err(too_big())
+            let result = if let Some(e) = refused {
+                Err(e)
             } else if memory_full {
                 if let Some(open) = ctx.txns.get_mut(&txn_id[..]) {
                     open.txn
@@ -188,8 +216,8 @@ impl Session {
             }
             return;
         }
-        let result = if oversized {
-            Err(too_big())
+        let result = if let Some(e) = refused {
+            Err(e)
         } else if memory_full {
             Err(full())
         } else {
@@ -324,5 +352,116 @@ fn arrival(node: &Node, message: &Message, connection: u64) -> Arrival {
             .detects_duplicates()
             .then(|| message::duplicate_id(message))
             .flatten(),
+    }
+}
+
+/// An incoming delivery split over several transfer frames.
+#[derive(Debug)]
+pub struct Partial {
+    /// Its delivery id.
+    pub delivery_id: u32,
+    /// The sender settled it (on any frame).
+    pub settled: bool,
+    /// The bytes so far.
+    pub bytes: BytesMut,
+    /// Why it is refused: the rest is read and dropped, and the delivery
+    /// is rejected at its end.
+    pub refused: Option<Refusal>,
+    /// The transaction it is posted in (a transactional-state on any frame).
+    pub txn: Option<fe2o3_amqp::types::primitives::Binary>,
+    /// What `bytes` holds, counted in the broker's memory gauge until the
+    /// delivery ends one way or another.
+    pub charge: AssemblyCharge,
+}
+
+/// Why a delivery is refused while it is still arriving.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refusal {
+    /// It grew past max-message-size (`amqp:link:message-size-exceeded`).
+    TooBig,
+    /// The bytes in assembly on all connections reached their cap
+    /// (`amqp:resource-limit-exceeded`).
+    AssemblyFull,
+    /// Its message-format is not one Ordo knows: it was rejected on its
+    /// first frame, and the rest is dropped without a word.
+    Format,
+}
+
+impl Refusal {
+    /// The error the delivery is rejected with.
+    fn error(self, max_size: u64) -> AmqpError {
+        match self {
+            Refusal::TooBig => {
+                cond::message_size(format!("message exceeds max-message-size {max_size}"))
+            }
+            Refusal::AssemblyFull => cond::resource_limit(
+                "the broker holds as many bytes of messages in assembly as it may: message refused",
+            ),
+            Refusal::Format => cond::not_implemented("unsupported message format"),
+        }
+    }
+}
+
+/// The message formats Ordo takes: 0, the AMQP 1.0 message of sections
+/// (absent on a first frame is taken as 0). Others, such as Azure Service
+/// Bus' batch of encoded messages (`0x80013700`), are refused rather than
+/// stored as one opaque message.
+fn unknown_format(transfer: &Transfer) -> Option<AmqpError> {
+    match transfer.message_format {
+        None | Some(0) => None,
+        Some(format) => Some(cond::not_implemented(format!(
+            "message-format {format:#010x} is not supported (only 0, the AMQP message)"
+        ))),
+    }
+}
+
+impl Partial {
+    /// A delivery whose first frame just came (its payload not added yet).
+    pub fn new(
+        delivery_id: u32,
+        settled: bool,
+        txn: Option<fe2o3_amqp::types::primitives::Binary>,
+        charge: AssemblyCharge,
+    ) -> Self {
+        Self {
+            delivery_id,
+            settled,
+            bytes: BytesMut::new(),
+            refused: None,
+            txn,
+            charge,
+        }
+    }
+
+    /// Adds a frame's payload, unless the delivery is refused or this
+    /// refuses it: past `max_size`, or past the cap on bytes in assembly.
+    /// The buffer grows by doubling, and what it holds is counted before
+    /// it is allocated.
+    pub fn append(&mut self, payload: &[u8], max_size: u64) {
+        if self.refused.is_some() {
+            return;
+        }
+        let needed = self.bytes.len() + payload.len();
+        if needed as u64 > max_size {
+            self.refuse(Refusal::TooBig);
+            return;
+        }
+        if needed > self.bytes.capacity() {
+            let doubled = (self.bytes.capacity() * 2).clamp(needed, max_size as usize);
+            if !self.charge.resize(doubled as u64) && !self.charge.resize(needed as u64) {
+                self.refuse(Refusal::AssemblyFull);
+                return;
+            }
+            let want = self.charge.bytes() as usize;
+            self.bytes.reserve(want - self.bytes.len());
+        }
+        self.bytes.extend_from_slice(payload);
+    }
+
+    /// Drops what was received; the rest will be read and dropped too.
+    fn refuse(&mut self, why: Refusal) {
+        self.refused = Some(why);
+        self.bytes = BytesMut::new();
+        self.charge.resize(0);
     }
 }

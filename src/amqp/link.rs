@@ -6,7 +6,6 @@
 
 use std::sync::Arc;
 
-use bytes::BytesMut;
 use fe2o3_amqp::types::definitions::{
     Error as AmqpError, ReceiverSettleMode, Role, SenderSettleMode,
 };
@@ -18,12 +17,14 @@ use fe2o3_amqp::types::transaction::{Coordinator, TxnCapability};
 use super::address;
 use super::consumer_options;
 use super::error::{self, cond};
+use super::incoming::Partial;
 use super::management;
 use super::selector_values;
 use super::session::{Ctx, Session};
 use super::subscription;
 use crate::core::access::Permission;
 use crate::core::broker::MemoryLevel;
+use crate::core::memory::ProducerShare;
 use crate::core::selector::Filter;
 use crate::core::{Broker, ConsumerId, ConsumerOptions, GroupFilter, Node, Queue};
 
@@ -70,28 +71,45 @@ pub struct ProducerLink {
     pub target: ProducerTarget,
     /// The sender's delivery count as we have seen it.
     pub delivery_count: u32,
-    /// Deliveries the sender may still start.
+    /// Deliveries the sender may still start, by our last grant. After a
+    /// revocation it still bounds what may arrive: transfers the sender
+    /// started before it saw the revocation are welcome.
     pub credit: u32,
     /// A multi-frame delivery being assembled.
     pub partial: Option<Partial>,
     /// No more credit is granted (the link is being detached).
     pub blocked: bool,
+    /// We told the sender it has no credit (the broker reached its memory
+    /// high-water mark); it gets a new grant once memory is below it.
+    pub revoked: bool,
+    /// Its share of the memory below the mark, which sizes producers'
+    /// credit (none for control links).
+    pub share: Option<ProducerShare>,
 }
 
-/// An incoming delivery split over several transfer frames.
-#[derive(Debug)]
-pub struct Partial {
-    /// Its delivery id.
-    pub delivery_id: u32,
-    /// The sender settled it (on any frame).
-    pub settled: bool,
-    /// The bytes so far.
-    pub bytes: BytesMut,
-    /// It grew past max-message-size: the rest is read and dropped, and the
-    /// delivery is rejected with `amqp:link:message-size-exceeded`.
-    pub oversized: bool,
-    /// The transaction it is posted in (a transactional-state on any frame).
-    pub txn: Option<fe2o3_amqp::types::primitives::Binary>,
+impl ProducerLink {
+    /// A producer link with `credit` granted.
+    pub fn new(target: ProducerTarget, delivery_count: u32, credit: u32) -> Self {
+        Self {
+            target,
+            delivery_count,
+            credit,
+            partial: None,
+            blocked: false,
+            revoked: false,
+            share: None,
+        }
+    }
+
+    /// Whether it carries control messages (transactions, management)
+    /// rather than messages to queue: those keep their credit when memory
+    /// is short, so that transactions can end and an operator can look.
+    pub fn is_control(&self) -> bool {
+        matches!(
+            self.target,
+            ProducerTarget::Coordinator | ProducerTarget::Management
+        )
+    }
 }
 
 /// What happens to a consumer's queue when the link goes.
@@ -158,12 +176,13 @@ impl Link {
             }
             LinkKind::Producer(p) => {
                 // The sender tells us its delivery count; credit is what is
-                // left of the limit we granted.
+                // left of the limit we granted (a count behind ours is
+                // stale: nothing changes).
                 if let Some(dc) = flow.delivery_count {
-                    let limit = p.delivery_count.wrapping_add(p.credit);
-                    p.delivery_count = dc;
-                    let left = limit.wrapping_sub(dc);
-                    p.credit = if left <= i32::MAX as u32 { left } else { 0 };
+                    if !super::session::serial_lt(dc, p.delivery_count) {
+                        p.credit = crate::core::serial::remaining(p.credit, p.delivery_count, dc);
+                        p.delivery_count = dc;
+                    }
                 }
             }
             LinkKind::Refused => {}
@@ -243,16 +262,18 @@ impl Session {
         let mut kind = kind;
         let mut credit = ctx.config.producer_credit;
         if let LinkKind::Producer(p) = &mut kind {
-            // Short of memory: no credit until there is room (the
-            // coordinator keeps its credit, so transactions can end, and
-            // so does `$management`, so an operator can look).
-            if !matches!(
-                p.target,
-                ProducerTarget::Coordinator | ProducerTarget::Management
-            ) && ctx.broker.memory_level() != MemoryLevel::Normal
-            {
-                p.credit = 0;
-                credit = 0;
+            // Sized by the memory left: none at the high-water mark, until
+            // there is room (the coordinator keeps its credit, so
+            // transactions can end, and so does `$management`, so an
+            // operator can look).
+            if !p.is_control() {
+                p.share = Some(ctx.broker.memory().producer());
+                credit = if ctx.broker.memory_level() == MemoryLevel::Normal {
+                    ctx.broker.producer_credit(ctx.config.producer_credit)
+                } else {
+                    0
+                };
+                p.credit = credit;
             }
         }
         let is_producer = matches!(kind, LinkKind::Producer(_));
@@ -289,13 +310,11 @@ impl Session {
                 })));
                 ctx.out.frame(self.channel, &reply);
                 tracing::info!(link = %attach.name, "transaction coordinator attached");
-                return Ok(ProducerLink {
-                    target: ProducerTarget::Coordinator,
-                    delivery_count: attach.initial_delivery_count.unwrap_or(0),
-                    credit: ctx.config.producer_credit,
-                    partial: None,
-                    blocked: false,
-                });
+                return Ok(ProducerLink::new(
+                    ProducerTarget::Coordinator,
+                    attach.initial_delivery_count.unwrap_or(0),
+                    ctx.config.producer_credit,
+                ));
             }
             None => return Err(cond::invalid_field("a producer link needs a target")),
         };
@@ -341,13 +360,11 @@ impl Session {
             }
             ProducerTarget::Coordinator => {}
         }
-        Ok(ProducerLink {
-            target: destination,
-            delivery_count: attach.initial_delivery_count.unwrap_or(0),
-            credit: ctx.config.producer_credit,
-            partial: None,
-            blocked: false,
-        })
+        Ok(ProducerLink::new(
+            destination,
+            attach.initial_delivery_count.unwrap_or(0),
+            ctx.config.producer_credit,
+        ))
     }
 
     /// Resolves a consumer's source (queue, topic subscription, dynamic
@@ -478,7 +495,6 @@ impl Session {
         } else {
             SenderSettleMode::Unsettled
         };
-        reply.initial_delivery_count = Some(0);
         if attached.exclusive {
             reply.properties = Some(consumer_options::exclusive_properties());
         }
@@ -563,6 +579,9 @@ impl Session {
 /// Our attach answering the peer's: the opposite role, the peer's termini
 /// echoed.
 pub(super) fn reply_attach(attach: &Attach, local_handle: u32) -> Attach {
+    // AMQP requires initial-delivery-count on a sender's attach, a refused
+    // one included.
+    let ours_sends = attach.role == Role::Receiver;
     Attach {
         name: attach.name.clone(),
         handle: local_handle.into(),
@@ -576,7 +595,7 @@ pub(super) fn reply_attach(attach: &Attach, local_handle: u32) -> Attach {
         target: attach.target.clone(),
         unsettled: None,
         incomplete_unsettled: false,
-        initial_delivery_count: None,
+        initial_delivery_count: ours_sends.then_some(0),
         max_message_size: None,
         offered_capabilities: None,
         desired_capabilities: None,

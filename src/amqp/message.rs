@@ -653,6 +653,10 @@ fn merged_annotations(m: &Message, extra: &[(String, AnnotationValue)]) -> Bytes
         let value = match value {
             AnnotationValue::String(s) => Value::String(s.clone()),
             AnnotationValue::Bool(b) => Value::Bool(*b),
+            AnnotationValue::Encoded(bytes) => match serde_amqp::from_slice(bytes) {
+                Ok(v) => v,
+                Err(_) => continue,
+            },
         };
         map.0
             .insert(OwnedKey::Symbol(Symbol::from(key.as_str())), value);

@@ -2,8 +2,11 @@
 //! peer's max-frame-size, counting each frame in the session's outgoing
 //! window, and applying the consumer's dispositions.
 
-use fe2o3_amqp::types::definitions::Role;
-use fe2o3_amqp::types::messaging::{DeliveryState, Modified, Outcome as AmqpOutcome};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use fe2o3_amqp::types::definitions::{ErrorCondition, Role};
+use fe2o3_amqp::types::messaging::{DeliveryState, Modified, Outcome as AmqpOutcome, Rejected};
 use fe2o3_amqp::types::performatives::{Disposition, Transfer};
 use fe2o3_amqp::types::primitives::{Binary, Symbol, Value};
 use fe2o3_amqp::types::transaction::TransactionalState;
@@ -13,7 +16,7 @@ use super::error::cond;
 use super::frame::{self, Payload, FRAME_HEADER_SIZE};
 use super::message;
 use super::session::{serial_lt, Ctx, Session};
-use crate::core::{ConsumerId, Delivery, FlowState, Outcome};
+use crate::core::{ConsumerId, Delivery, FlowState, Outcome, Rejection};
 use crate::store::Ticket;
 
 /// A delivery we sent and the consumer has not settled.
@@ -143,7 +146,7 @@ impl Session {
         let outcome = match &d.state {
             Some(DeliveryState::Accepted(_)) => Some(Outcome::Accepted),
             Some(DeliveryState::Released(_)) => Some(Outcome::Released),
-            Some(DeliveryState::Rejected(_)) => Some(Outcome::Rejected),
+            Some(DeliveryState::Rejected(r)) => Some(rejected(r)),
             Some(DeliveryState::Modified(m)) => Some(modified(m)),
             // Settled with no outcome: taken as accepted, as Artemis does.
             None if d.settled => Some(Outcome::Accepted),
@@ -172,7 +175,7 @@ impl Session {
         for (consumer, handle, core_ids) in by_consumer {
             if let Some(Some(link)) = self.links.get(handle as usize) {
                 if let super::link::LinkKind::Consumer(c) = &link.kind {
-                    let (result, t) = c.queue.settle(consumer, &core_ids, outcome);
+                    let (result, t) = c.queue.settle(consumer, &core_ids, outcome.clone());
                     ticket = ticket.max(t);
                     if let Err(e) = result {
                         tracing::debug!(error = %e, "disposition for an unknown delivery");
@@ -213,9 +216,12 @@ impl Session {
                         ticket,
                         first,
                         last,
-                        state: d.state.clone(),
+                        state: d.state.clone().map(settlement),
                     }),
-                    None => send_settle(ctx.out, self.channel, first, last, d.state.clone()),
+                    None => {
+                        let state = d.state.clone().map(settlement);
+                        send_settle(ctx.out, self.channel, first, last, state)
+                    }
                 }
             }
         }
@@ -233,7 +239,7 @@ impl Session {
         let outcome = match &ts.outcome {
             Some(AmqpOutcome::Accepted(_)) => Outcome::Accepted,
             Some(AmqpOutcome::Released(_)) => Outcome::Released,
-            Some(AmqpOutcome::Rejected(_)) => Outcome::Rejected,
+            Some(AmqpOutcome::Rejected(r)) => rejected(r),
             Some(AmqpOutcome::Modified(m)) => modified(m),
             // No outcome yet (transactional acquisition): nothing to do.
             _ => return,
@@ -264,7 +270,10 @@ impl Session {
         for (consumer, handle, core_ids) in by_consumer {
             if let Some(Some(link)) = self.links.get(handle as usize) {
                 if let super::link::LinkKind::Consumer(c) = &link.kind {
-                    if let Err(e) = open.txn.retire(&c.queue, consumer, &core_ids, outcome) {
+                    if let Err(e) = open
+                        .txn
+                        .retire(&c.queue, consumer, &core_ids, outcome.clone())
+                    {
                         tracing::debug!(error = %e, "transactional disposition for an unknown delivery");
                     }
                 }
@@ -275,7 +284,7 @@ impl Session {
                 self.channel,
                 first,
                 last,
-                DeliveryState::TransactionalState(ts.clone()),
+                settlement(DeliveryState::TransactionalState(ts.clone())),
             ));
         }
     }
@@ -293,6 +302,47 @@ impl Session {
         } else {
             (0..span as u32).map(|i| first.wrapping_add(i)).collect()
         }
+    }
+}
+
+/// The core's outcome for a `rejected` state: the consumer's error, if it
+/// gave one, goes with the message to the dead-letter address.
+fn rejected(r: &Rejected) -> Outcome {
+    Outcome::Rejected(r.error.as_ref().map(|e| {
+        Arc::new(Rejection {
+            condition: match &e.condition {
+                ErrorCondition::Custom(symbol) => symbol.as_str().to_string(),
+                known => serde_amqp::to_value(known)
+                    .ok()
+                    .and_then(|v| match v {
+                        Value::Symbol(s) => Some(s.as_str().to_string()),
+                        _ => None,
+                    })
+                    .unwrap_or_else(|| format!("{known:?}")),
+            },
+            description: e.description.clone(),
+            info: e
+                .info
+                .as_ref()
+                .and_then(|info| serde_amqp::to_vec(info).ok())
+                .map(Bytes::from),
+        })
+    }))
+}
+
+/// What we settle a consumer's disposition with: its own state, except
+/// that a rejection goes back without the consumer's error (clients read
+/// an error in the broker's settlement as the broker failing to settle).
+fn settlement(state: DeliveryState) -> DeliveryState {
+    match state {
+        DeliveryState::Rejected(_) => DeliveryState::Rejected(Rejected { error: None }),
+        DeliveryState::TransactionalState(mut ts) => {
+            if let Some(AmqpOutcome::Rejected(r)) = &mut ts.outcome {
+                r.error = None;
+            }
+            DeliveryState::TransactionalState(ts)
+        }
+        other => other,
     }
 }
 

@@ -19,6 +19,7 @@ use super::management::ReplyQueues;
 use super::outgoing::{send_settle, StoredSettle};
 use super::outgoing::{OutDelivery, Pending};
 use crate::core::access::Principal;
+use crate::core::serial::remaining;
 use crate::core::{Broker, ConsumerId, Outbox, OutboxItem, Persistence};
 use crate::store::{Journal, Ticket, TicketStatus};
 
@@ -204,12 +205,8 @@ impl Session {
         // The peer's incoming window counts from its next-incoming-id; before
         // it saw our Begin that is our initial transfer id, 0.
         let next_incoming = flow.next_incoming_id.unwrap_or(0);
-        self.remote_incoming_window = next_incoming
-            .wrapping_add(flow.incoming_window)
-            .wrapping_sub(self.next_outgoing_id);
-        if self.remote_incoming_window > (1 << 31) {
-            self.remote_incoming_window = 0;
-        }
+        self.remote_incoming_window =
+            remaining(flow.incoming_window, next_incoming, self.next_outgoing_id);
         match flow.handle.clone() {
             Some(h) => {
                 let Some(local) = self.handles.get(&h.0).copied() else {
@@ -253,44 +250,74 @@ impl Session {
     }
 
     /// Sends what was batched while handling input: accepted outcomes for
-    /// producers (as ranges), credit top-ups (unless `credit` is false: the
-    /// broker is short of memory), a wider incoming window. Returns whether
-    /// a producer needed credit it did not get.
-    pub fn flush(&mut self, config: &EngineConfig, out: &mut Output, credit: bool) -> bool {
+    /// producers (as ranges), credit top-ups, a wider incoming window.
+    /// `grant` is the credit a producer gets now; None means the broker is
+    /// at its memory high-water mark: producers' credit is revoked (control
+    /// links keep theirs) and no window is granted for a message in
+    /// assembly, so senders wait rather than see their messages refused.
+    /// Returns whether anything was held back (the connection looks again
+    /// soon).
+    pub fn flush(&mut self, config: &EngineConfig, out: &mut Output, grant: Option<u32>) -> bool {
+        let credit = grant.is_some();
         if self.ending {
             return false;
         }
         self.flush_accepted(out);
-        let mut window_sent = false;
+        let mut grants = Vec::new();
         let mut withheld = false;
-        for index in 0..self.links.len() {
-            let Some(Some(link)) = self.links.get_mut(index) else {
+        let mut assembling = false;
+        for (index, link) in self.links.iter_mut().enumerate() {
+            let Some(Link {
+                kind: LinkKind::Producer(p),
+                ..
+            }) = link
+            else {
                 continue;
             };
-            if let LinkKind::Producer(p) = &mut link.kind {
-                let wants = p.credit <= config.producer_credit / 2 && !p.blocked;
-                if wants && !credit {
-                    withheld = true;
-                    continue;
+            assembling |= p.partial.is_some();
+            if p.blocked {
+                continue;
+            }
+            if !credit && !p.is_control() {
+                withheld = true;
+                if !p.revoked && p.credit > 0 {
+                    // Transfers already on their way keep the old grant.
+                    p.revoked = true;
+                    grants.push((index, p.delivery_count, 0));
                 }
-                if wants {
-                    p.credit = config.producer_credit;
-                    let (dc, credit) = (p.delivery_count, p.credit);
-                    if self.incoming_window < config.session_window / 2 {
-                        self.incoming_window = config.session_window;
-                    }
-                    let mut f = self.session_flow();
-                    f.handle = Some((index as u32).into());
-                    f.delivery_count = Some(dc);
-                    f.link_credit = Some(credit);
-                    out.frame(self.channel, &f);
-                    window_sent = true;
+            } else {
+                let target = if p.is_control() {
+                    config.producer_credit
+                } else {
+                    grant.unwrap_or(config.producer_credit)
+                };
+                if p.revoked || p.credit <= target / 2 {
+                    // What arrives under an earlier, larger grant (sent
+                    // before a revocation was seen) is still welcome.
+                    p.revoked = false;
+                    p.credit = p.credit.max(target);
+                    grants.push((index, p.delivery_count, target));
                 }
             }
         }
-        if !window_sent && self.incoming_window < config.session_window / 2 {
+        let mut widen = self.incoming_window < config.session_window / 2;
+        if widen && !credit && assembling {
+            // A message in assembly waits for memory below the mark.
+            widen = false;
+            withheld = true;
+        }
+        if widen {
             self.incoming_window = config.session_window;
-            out.frame(self.channel, &self.session_flow());
+            if grants.is_empty() {
+                out.frame(self.channel, &self.session_flow());
+            }
+        }
+        for (index, delivery_count, credit) in grants {
+            let mut f = self.session_flow();
+            f.handle = Some((index as u32).into());
+            f.delivery_count = Some(delivery_count);
+            f.link_credit = Some(credit);
+            out.frame(self.channel, &f);
         }
         withheld
     }

@@ -163,12 +163,11 @@ impl ToolProducer {
                 FrameBody::Flow(flow) => {
                     self.conn.on_flow(&flow);
                     if flow.handle.is_some() {
-                        let limit = flow
-                            .delivery_count
-                            .unwrap_or(0)
-                            .wrapping_add(flow.link_credit.unwrap_or(0));
-                        let left = limit.wrapping_sub(self.delivery_count);
-                        self.credit = if left <= i32::MAX as u32 { left } else { 0 };
+                        self.credit = crate::core::serial::remaining(
+                            flow.link_credit.unwrap_or(0),
+                            flow.delivery_count.unwrap_or(0),
+                            self.delivery_count,
+                        );
                     }
                 }
                 FrameBody::Disposition(d) if d.role == Role::Receiver && d.settled => {

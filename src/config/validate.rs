@@ -138,6 +138,12 @@ fn limits(config: &Config, problems: &mut Vec<String>) {
             "limits.producer-credit must be at least 1, or no producer could ever send".to_owned(),
         );
     }
+    if limits.max_address_length < 3 {
+        problems.push(
+            "limits.max-address-length must be at least 3, or the DLQ could not be named"
+                .to_owned(),
+        );
+    }
 }
 
 fn patterns(config: &Config, problems: &mut Vec<String>) {

@@ -10,6 +10,8 @@ use parking_lot::RwLock;
 
 use super::access::{AccessRules, Permission, Principal};
 use super::error::CoreError;
+use super::memory::MemoryGauge;
+pub use super::memory::MemoryLevel;
 use super::message::{Arrival, Message};
 use super::persist::{self, Persistence, QueueMeta};
 use super::queue_handle::Queue;
@@ -111,6 +113,9 @@ pub struct BrokerOptions {
     /// How selectors are evaluated against messages (the protocol layer's),
     /// to restore durable subscriptions' selectors at recovery.
     pub evaluator: Option<crate::core::selector::Evaluator>,
+    /// Longest name, in bytes, a client may give a node (a queue, topic or
+    /// subscription, or a queue's dead-letter or expiry address).
+    pub max_name_length: usize,
 }
 
 impl Default for BrokerOptions {
@@ -121,6 +126,7 @@ impl Default for BrokerOptions {
             defaults: Arc::new(PlainDefaults),
             persistence: None,
             evaluator: None,
+            max_name_length: 255,
         }
     }
 }
@@ -162,25 +168,10 @@ pub struct Broker {
     wakeup_changed: tokio::sync::Notify,
     /// Who may do what where; replaced when the configuration is reloaded.
     access: RwLock<Arc<AccessRules>>,
-    /// Bytes of queued messages in memory past which producers are held
-    /// back (0: never).
-    high_watermark: AtomicU64,
-    /// The level last reported, so changes are logged once.
-    memory_level: std::sync::atomic::AtomicU8,
+    /// Memory held for clients against the high-water mark.
+    memory: Arc<MemoryGauge>,
     /// This broker, for the queues it creates (they route dead letters).
     me: Weak<Broker>,
-}
-
-/// Queued messages in memory against the high-water mark.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-#[repr(u8)]
-pub enum MemoryLevel {
-    /// Below the mark.
-    Normal = 0,
-    /// At or past it: producers get no more credit.
-    Blocked = 1,
-    /// Past 1.25 times it: messages are refused.
-    Full = 2,
 }
 
 /// What recovery found.
@@ -241,8 +232,7 @@ impl Broker {
             wakeups: Default::default(),
             wakeup_changed: tokio::sync::Notify::new(),
             access: RwLock::new(Arc::new(AccessRules::default())),
-            high_watermark: AtomicU64::new(0),
-            memory_level: std::sync::atomic::AtomicU8::new(0),
+            memory: Arc::new(MemoryGauge::default()),
             me: me.clone(),
         })
     }
@@ -407,6 +397,7 @@ impl Broker {
         kind: Option<NodeKind>,
         settings: &[(String, String)],
     ) -> Result<Node, CoreError> {
+        self.check_name(name)?;
         {
             let nodes = self.nodes.read();
             let kind = kind.unwrap_or_else(|| self.infer_kind(&nodes, name));
@@ -424,7 +415,10 @@ impl Broker {
                 }
             }
         }
-        if !self.options.auto_create {
+        // `$` names are the broker's own nodes (`$management`, and those
+        // other brokers define, such as `$cbs`): a client asking for one it
+        // does not know must not get a queue others could read.
+        if !self.options.auto_create || name.starts_with('$') {
             return Err(CoreError::NotFound {
                 address: name.to_string(),
             });
@@ -444,6 +438,19 @@ impl Broker {
                         .map_err(|e| CoreError::InvalidSetting {
                             message: e.to_string(),
                         })?;
+                }
+                if !settings.is_empty() {
+                    // Addresses messages will be moved to are names too.
+                    let addresses = std::iter::once(&queue_settings.dead_letter_address)
+                        .chain(queue_settings.expiry_address.as_ref());
+                    for address in addresses {
+                        self.check_name(address)?;
+                        if address.starts_with('$') {
+                            return Err(CoreError::InvalidSetting {
+                                message: format!("'{address}' cannot take dead or expired messages: names beginning with '$' are reserved"),
+                            });
+                        }
+                    }
                 }
                 tracing::info!(queue = name, "queue created");
                 let q = self.new_queue(name, queue_settings, Keep::Queue);
@@ -478,6 +485,18 @@ impl Broker {
                 Ok(Node::Topic(t))
             }
         }
+    }
+
+    /// Refuses a name longer than the limit.
+    pub fn check_name(&self, name: &str) -> Result<(), CoreError> {
+        let limit = self.options.max_name_length;
+        if name.len() > limit {
+            return Err(CoreError::NameTooLong {
+                length: name.len(),
+                limit,
+            });
+        }
+        Ok(())
     }
 
     /// Whether an address names topics: the client said so, or (for a
@@ -622,46 +641,34 @@ impl Broker {
 
     /// Sets the memory high-water mark in bytes (0: none).
     pub fn set_memory_high_watermark(&self, bytes: u64) {
-        self.high_watermark.store(bytes, Ordering::Relaxed);
+        self.memory.set_high_watermark(bytes);
     }
 
-    /// How close queued messages in memory are to the high-water mark:
-    /// producers get no more credit at `Blocked`, and their messages are
+    /// Sets the cap on bytes of messages in assembly (0: the high-water mark).
+    pub fn set_max_assembly_bytes(&self, bytes: u64) {
+        self.memory.set_max_assembly(bytes);
+    }
+
+    /// The memory gauge: a connection takes an
+    /// [`AssemblyCharge`](super::memory::AssemblyCharge) from it
+    /// for each message arriving in several frames.
+    pub fn memory(&self) -> &Arc<MemoryGauge> {
+        &self.memory
+    }
+
+    /// The credit to grant a producer now, at most `max` (see
+    /// `core::memory`: sized so that the mark holds producers back).
+    pub fn producer_credit(&self, max: u32) -> u32 {
+        self.memory
+            .producer_credit(self.resident_bytes() as u64, max)
+    }
+
+    /// How close what the broker holds for clients (queued messages in
+    /// memory and messages in assembly) is to the high-water mark:
+    /// producers are held back at `Blocked`, and their messages are
     /// refused at `Full` (1.25 times the mark).
     pub fn memory_level(&self) -> MemoryLevel {
-        let mark = self.high_watermark.load(Ordering::Relaxed);
-        let Some(persistence) = &self.options.persistence else {
-            return MemoryLevel::Normal;
-        };
-        if mark == 0 {
-            return MemoryLevel::Normal;
-        }
-        let resident = persistence.resident() as u64;
-        let level = if resident >= mark.saturating_add(mark / 4) {
-            MemoryLevel::Full
-        } else if resident >= mark {
-            MemoryLevel::Blocked
-        } else {
-            MemoryLevel::Normal
-        };
-        let before = self.memory_level.swap(level as u8, Ordering::Relaxed);
-        if before != level as u8 {
-            if level == MemoryLevel::Normal {
-                tracing::info!(
-                    resident,
-                    high_watermark = mark,
-                    "memory below the high-water mark: producers get credit again"
-                );
-            } else {
-                tracing::warn!(
-                    resident,
-                    high_watermark = mark,
-                    ?level,
-                    "memory high-water mark reached: producers get no more credit"
-                );
-            }
-        }
-        level
+        self.memory.level(self.resident_bytes() as u64)
     }
 
     /// Replaces the access rules (at start and when the config is reloaded).

@@ -34,6 +34,16 @@ pub enum CoreError {
         /// The queue.
         queue: String,
     },
+    /// A node name longer than the broker allows.
+    #[error(
+        "a name of {length} bytes is longer than the limit of {limit} (limits.max-address-length)"
+    )]
+    NameTooLong {
+        /// Its length in bytes.
+        length: usize,
+        /// The limit.
+        limit: usize,
+    },
     /// A `queue.*` option has a bad key or value.
     #[error("{message}")]
     InvalidSetting {

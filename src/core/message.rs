@@ -76,6 +76,9 @@ pub enum AnnotationValue {
     String(String),
     /// A boolean.
     Bool(bool),
+    /// A value the protocol layer encoded (a consumer's error info map on
+    /// a rejected message), kept as its bytes.
+    Encoded(Bytes),
 }
 
 /// The annotation on the first message a new owner of a group receives.

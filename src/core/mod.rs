@@ -15,6 +15,9 @@
 //! - `error`: core errors.
 //! - `settings`: per-queue settings (from the config or `queue.*` options).
 //! - `selector`: JMS message selectors: parsing and three-valued evaluation.
+//! - `serial`: serial-number arithmetic of delivery counts against credit.
+//! - `memory`: what clients make the broker hold (queued messages, messages
+//!   in assembly) against the high-water mark and the assembly cap.
 //! - `persist`: what is stored (message and queue encodings), the memory
 //!   gauge that pages durable bodies out, and recovery.
 
@@ -22,6 +25,7 @@ pub mod access;
 pub mod broker;
 pub mod error;
 pub mod management;
+pub mod memory;
 pub mod message;
 mod operator;
 pub mod outbox;
@@ -30,6 +34,7 @@ pub mod queue;
 pub mod queue_handle;
 pub mod queue_info;
 pub mod selector;
+pub mod serial;
 pub mod settings;
 pub mod subscriptions;
 pub mod topic;
@@ -40,7 +45,7 @@ pub use error::CoreError;
 pub use message::{AnnotationValue, Arrival, HeaderFields, Message, RoutingFields};
 pub use outbox::{Delivery, FlowState, Outbox, OutboxItem};
 pub use persist::Persistence;
-pub use queue::{ConsumerOptions, GroupFilter, MoveReport, MoveTo, Outcome};
+pub use queue::{ConsumerOptions, GroupFilter, MoveReport, MoveTo, Outcome, Rejection};
 pub use queue_handle::{now_ms, Attached, Queue, QueueStats, RUNTIME_SETTINGS};
 pub use queue_info::{AttributeValue, QueueInfo};
 pub use topic::Topic;

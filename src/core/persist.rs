@@ -121,6 +121,11 @@ pub fn encode_entry(
                 b.put_u8(1);
                 b.put_u8(u8::from(*v));
             }
+            AnnotationValue::Encoded(bytes) => {
+                b.put_u8(2);
+                b.put_u32(bytes.len() as u32);
+                b.put_slice(bytes);
+            }
         }
     }
     b.put_u32(message.annotations.len() as u32);
@@ -228,6 +233,13 @@ pub fn decode_entry(mut b: Bytes, with_body: bool) -> Result<StoredEntry, StoreE
         let value = match b.get_u8() {
             0 => AnnotationValue::String(get_str(&mut b)?),
             1 if b.remaining() >= 1 => AnnotationValue::Bool(b.get_u8() != 0),
+            2 => {
+                let len = get_u32(&mut b)? as usize;
+                if b.remaining() < len {
+                    return Err(corrupt("annotation value"));
+                }
+                AnnotationValue::Encoded(b.split_to(len))
+            }
             _ => return Err(corrupt("annotation type")),
         };
         broker_annotations.push((key, value));
@@ -406,7 +418,11 @@ mod tests {
                 "x-opt-dead-letter-reason",
                 AnnotationValue::String("r".into()),
             )
-            .with_annotation("flag", AnnotationValue::Bool(true));
+            .with_annotation("flag", AnnotationValue::Bool(true))
+            .with_annotation(
+                "info",
+                AnnotationValue::Encoded(Bytes::from_static(b"\xc1\x01\x00")),
+            );
         let value = encode_entry(&m, 4, Some(42), Some(77));
         let full = decode_entry(value.clone(), true).unwrap();
         assert_eq!(full.message, m);

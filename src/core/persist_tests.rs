@@ -123,7 +123,7 @@ fn a_dead_lettered_message_is_stored_in_the_dlq_before_it_leaves() {
     let q = broker.queue("work").unwrap();
     q.publish(durable(7, 4)).unwrap();
     let (c, ds) = consume(&q, 1, 1);
-    let (_, ticket) = q.settle(c, &[ds[0].delivery_id], Outcome::Rejected);
+    let (_, ticket) = q.settle(c, &[ds[0].delivery_id], Outcome::Rejected(None));
     assert!(ticket.is_some());
     stop(&broker);
     let broker = open(&store, usize::MAX);

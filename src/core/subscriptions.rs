@@ -72,6 +72,10 @@ impl Broker {
         on: Source<'_>,
         spec: &SubscriptionSpec,
     ) -> Result<Arc<Queue>, CoreError> {
+        self.check_name(on.name())?;
+        if let Some(name) = &spec.name {
+            self.check_name(name)?;
+        }
         let mut nodes = self.nodes.write();
         let selector = spec.filter.as_ref().map(|f| f.selector.text().to_string());
         if let Some(name) = &spec.name {

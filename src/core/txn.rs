@@ -77,11 +77,11 @@ impl Transaction {
                 .iter_mut()
                 .find(|r| r.delivery_id == delivery_id && Arc::ptr_eq(&r.queue, queue))
             {
-                Some(r) => r.outcome = outcome,
+                Some(r) => r.outcome = outcome.clone(),
                 None => self.retirements.push(Retirement {
                     queue: Arc::clone(queue),
                     delivery_id,
-                    outcome,
+                    outcome: outcome.clone(),
                 }),
             }
         }
@@ -209,7 +209,7 @@ impl Transaction {
                 .retirements
                 .iter()
                 .filter(|r| Arc::ptr_eq(&r.queue, &queues[i]))
-                .map(|r| (r.delivery_id, r.outcome))
+                .map(|r| (r.delivery_id, r.outcome.clone()))
                 .collect();
             if !retired.is_empty() {
                 let (state, actions) = l.state();

@@ -771,4 +771,5 @@ fn message_sections_pass_through_byte_for_byte() {
     assert_eq!(&got[0].1[..], &msg[..]);
 }
 
+mod hostile;
 mod links;

@@ -73,7 +73,7 @@ pub enum Action {
 }
 
 /// The consumer's verdict on a delivery, in protocol-neutral terms.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// Processed: the message is removed.
     Accepted,
@@ -87,8 +87,21 @@ pub enum Outcome {
         /// Never deliver it to this consumer again.
         undeliverable_here: bool,
     },
-    /// Invalid: dead-lettered.
-    Rejected,
+    /// Invalid: dead-lettered, with the consumer's error if it gave one.
+    Rejected(Option<Arc<Rejection>>),
+}
+
+/// The error a consumer gave with a rejection: kept on the dead-lettered
+/// message (`x-opt-dead-letter-reason` and `-description`, and its info
+/// as `x-opt-dead-letter-info`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rejection {
+    /// The error's condition (`amqp:invalid-field`, or an application's own).
+    pub condition: String,
+    /// Its description.
+    pub description: Option<String>,
+    /// Its info map, as the protocol layer encoded it.
+    pub info: Option<bytes::Bytes>,
 }
 
 /// Which group a consumer is limited to (SPEC §5).
@@ -630,11 +643,10 @@ impl QueueState {
             .consumer_index(id)
             .ok_or(CoreError::UnknownConsumer { consumer: id })?;
         let consumer = &mut self.consumers[index];
-        let limit = delivery_count.wrapping_add(credit);
-        let left = limit.wrapping_sub(consumer.delivery_count);
-        // Serial-number arithmetic (RFC 1982): a limit behind what we already
-        // sent means no credit, not four billion.
-        consumer.credit = if left <= i32::MAX as u32 { left } else { 0 };
+        // Our count may be ahead of the consumer's by the deliveries it had
+        // not seen when it sent the flow: they use up that much credit.
+        consumer.credit =
+            crate::core::serial::remaining(credit, delivery_count, consumer.delivery_count);
         consumer.drain = drain;
         self.drains |= drain;
         self.refresh_consumer(index);

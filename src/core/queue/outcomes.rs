@@ -39,7 +39,7 @@ impl QueueState {
             match self.unacked.get(&delivery_id) {
                 // Locked to a transaction: only its commit or rollback settles it.
                 Some(u) if u.consumer == consumer && !u.locked => {
-                    changed |= self.finish(delivery_id, outcome, actions);
+                    changed |= self.finish(delivery_id, &outcome, actions);
                 }
                 _ => {
                     if result.is_ok() {
@@ -60,7 +60,7 @@ impl QueueState {
     pub(super) fn finish(
         &mut self,
         delivery_id: u64,
-        outcome: Outcome,
+        outcome: &Outcome,
         actions: &mut Vec<Action>,
     ) -> bool {
         let Some(unacked) = self.unacked.remove(&delivery_id) else {
@@ -95,8 +95,8 @@ impl QueueState {
                     }
                 }
             }
-            Outcome::Rejected => {
-                self.dead_letter(entry, "rejected", actions);
+            Outcome::Rejected(rejection) => {
+                self.dead_letter_rejected(entry, rejection.as_deref(), actions);
                 if slot != NO_GROUP {
                     changed |= self.group_settled(slot);
                 }
@@ -113,7 +113,7 @@ impl QueueState {
                 undeliverable_here,
             } => {
                 let exclude = undeliverable_here.then_some(consumer);
-                self.give_back(entry, delivery_failed, exclude, actions);
+                self.give_back(entry, *delivery_failed, exclude, actions);
                 if slot != NO_GROUP {
                     self.group_settled(slot);
                 }

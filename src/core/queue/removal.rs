@@ -6,11 +6,14 @@ use std::cmp::Reverse;
 use std::sync::Arc;
 
 use super::groups::{Slot, NO_GROUP};
-use super::{Action, Entry, Key, QueueState};
+use super::{Action, Entry, Key, QueueState, Rejection};
 use crate::core::error::CoreError;
 use crate::core::message::{AnnotationValue, Message};
 use crate::core::settings::OverflowPolicy;
 use crate::store::Record;
+
+/// The annotation saying why a message was dead-lettered.
+const DEAD_LETTER_REASON: &str = "x-opt-dead-letter-reason";
 
 impl QueueState {
     /// Applies `max-length` / `max-bytes` before a message of `size` bytes
@@ -285,22 +288,67 @@ impl QueueState {
 
     /// Moves a message to the dead-letter address with the reason.
     pub(super) fn dead_letter(&mut self, entry: Entry, reason: &str, actions: &mut Vec<Action>) {
+        let reason = (
+            DEAD_LETTER_REASON,
+            AnnotationValue::String(reason.to_string()),
+        );
+        self.dead_letter_with(entry, vec![reason], actions);
+    }
+
+    /// Moves a message a consumer rejected to the dead-letter address,
+    /// with the consumer's error as the reason if it gave one.
+    pub(super) fn dead_letter_rejected(
+        &mut self,
+        entry: Entry,
+        rejection: Option<&Rejection>,
+        actions: &mut Vec<Action>,
+    ) {
         use AnnotationValue::String as S;
+        let Some(r) = rejection else {
+            return self.dead_letter(entry, "rejected", actions);
+        };
+        let mut annotations = vec![(DEAD_LETTER_REASON, S(r.condition.clone()))];
+        if let Some(d) = &r.description {
+            annotations.push(("x-opt-dead-letter-description", S(d.clone())));
+        }
+        if let Some(info) = &r.info {
+            annotations.push((
+                "x-opt-dead-letter-info",
+                AnnotationValue::Encoded(info.clone()),
+            ));
+        }
+        self.dead_letter_with(entry, annotations, actions);
+    }
+
+    /// Moves a message to the dead-letter address with `annotations` (the
+    /// reason first).
+    fn dead_letter_with(
+        &mut self,
+        entry: Entry,
+        annotations: Vec<(&str, AnnotationValue)>,
+        actions: &mut Vec<Action>,
+    ) {
         let address = self.settings.dead_letter_address.clone();
         self.counters.dead_lettered += 1;
-        let full = self.full_message(&entry);
+        let reason = match annotations.first() {
+            Some((_, AnnotationValue::String(s))) => s.clone(),
+            _ => String::new(),
+        };
+        let mut full = (*self.full_message(&entry)).clone();
+        for (key, value) in annotations {
+            full = full.with_annotation(key, value);
+        }
         let release = self.retire(&entry);
         if address == self.name {
             // The dead-letter queue itself (or a queue that is its own
             // dead-letter address): never lose the message. It goes to the
             // back of this queue, so it does not block the ones behind it.
-            tracing::info!(queue = %self.name, reason, "dead-lettered within its own queue: moved to the back");
-            let message = full.with_annotation("x-opt-dead-letter-reason", S(reason.to_string()));
+            tracing::info!(queue = %self.name, reason = %reason, "dead-lettered within its own queue: moved to the back");
             let seq = self.next_seq;
             self.next_seq += 1;
             let moved = self.new_entry(
                 seq,
-                Arc::new(message),
+                Arc::new(full),
                 (entry.delivery_count, entry.expires_at, None),
                 entry.acquired,
                 actions,
@@ -312,8 +360,7 @@ impl QueueState {
             self.insert(moved, actions);
             return;
         }
-        let mut message = self
-            .with_origin(full.with_annotation("x-opt-dead-letter-reason", S(reason.to_string())));
+        let mut message = self.with_origin(full);
         message.header.delivery_count = entry.delivery_count;
         actions.push(Action::Forward {
             address,

@@ -274,6 +274,7 @@ fn annotation(m: &Message, key: &str) -> Option<String> {
         .map(|(_, v)| match v {
             crate::core::message::AnnotationValue::String(s) => s.clone(),
             crate::core::message::AnnotationValue::Bool(b) => b.to_string(),
+            crate::core::message::AnnotationValue::Encoded(b) => format!("{b:?}"),
         })
 }
 
@@ -367,6 +368,42 @@ fn undeliverable_here_keeps_a_message_away_from_that_consumer() {
 }
 
 #[test]
+fn a_consumers_rejection_error_travels_with_the_dead_lettered_message() {
+    let mut q = QueueState::new("q", QueueSettings::default());
+    let mut actions = Vec::new();
+    q.enqueue(msg(1), &mut actions).unwrap();
+    q.add_consumer(A, ConsumerOptions::default());
+    q.flow(A, 0, 1, false, false, &mut actions).unwrap();
+    let d = delivered(&mut actions)[0].1;
+    let rejection = super::Rejection {
+        condition: "app:bad-price".into(),
+        description: Some("price is negative".into()),
+        info: Some(bytes::Bytes::from_static(b"\xc1\x01\x00")),
+    };
+    let outcome = Outcome::Rejected(Some(Arc::new(rejection)));
+    q.settle(A, d, outcome, &mut actions).unwrap();
+    let moved = forwards(&mut actions);
+    let m = &moved[0].1;
+    assert_eq!(moved[0].0, "DLQ");
+    assert_eq!(
+        annotation(m, "x-opt-dead-letter-reason").as_deref(),
+        Some("app:bad-price")
+    );
+    assert_eq!(
+        annotation(m, "x-opt-dead-letter-description").as_deref(),
+        Some("price is negative")
+    );
+    assert!(m
+        .broker_annotations()
+        .iter()
+        .any(|(k, v)| k == "x-opt-dead-letter-info"
+            && *v
+                == crate::core::message::AnnotationValue::Encoded(bytes::Bytes::from_static(
+                    b"\xc1\x01\x00"
+                ))));
+}
+
+#[test]
 fn rejected_goes_to_the_dead_letter_address_with_reason_and_origin() {
     let mut q = with_settings(|s| s.dead_letter_address = "my-dlq".into());
     let mut actions = Vec::new();
@@ -374,7 +411,8 @@ fn rejected_goes_to_the_dead_letter_address_with_reason_and_origin() {
     q.add_consumer(A, ConsumerOptions::default());
     q.flow(A, 0, 1, false, false, &mut actions).unwrap();
     let d = delivered(&mut actions)[0].1;
-    q.settle(A, d, Outcome::Rejected, &mut actions).unwrap();
+    q.settle(A, d, Outcome::Rejected(None), &mut actions)
+        .unwrap();
     let moved = forwards(&mut actions);
     assert_eq!(moved.len(), 1);
     assert_eq!(moved[0].0, "my-dlq");
@@ -404,7 +442,7 @@ fn max_delivery_attempts_dead_letters_after_the_last_failure() {
         let got = delivered(&mut actions);
         assert_eq!(got.len(), 1, "attempt {attempt}");
         assert_eq!(got[0].3, attempt);
-        q.settle(A, got[0].1, failed, &mut actions).unwrap();
+        q.settle(A, got[0].1, failed.clone(), &mut actions).unwrap();
     }
     let moved = forwards(&mut actions);
     assert_eq!(moved.len(), 1);
@@ -439,7 +477,7 @@ fn zero_max_delivery_attempts_means_unlimited() {
     for attempt in 0..50u32 {
         q.flow(A, attempt, 1, false, false, &mut actions).unwrap();
         let got = delivered(&mut actions);
-        q.settle(A, got[0].1, failed, &mut actions).unwrap();
+        q.settle(A, got[0].1, failed.clone(), &mut actions).unwrap();
     }
     assert!(forwards(&mut actions).is_empty());
     assert_eq!(q.depth(), 1);
@@ -594,7 +632,8 @@ fn dead_lettering_within_the_dead_letter_queue_keeps_the_message_at_the_back() {
     q.add_consumer(A, ConsumerOptions::default());
     q.flow(A, 0, 1, false, false, &mut actions).unwrap();
     let d = delivered(&mut actions)[0].1;
-    q.settle(A, d, Outcome::Rejected, &mut actions).unwrap();
+    q.settle(A, d, Outcome::Rejected(None), &mut actions)
+        .unwrap();
     assert!(forwards(&mut actions).is_empty());
     q.flow(A, 1, 2, false, false, &mut actions).unwrap();
     let got: Vec<u32> = delivered(&mut actions).iter().map(|d| d.2).collect();
@@ -657,7 +696,8 @@ fn a_subscription_dead_letter_moves_back_to_its_queue_while_it_exists() {
     sub.add_consumer(A, ConsumerOptions::default());
     sub.flow(A, 0, 1, false, false, &mut actions).unwrap();
     let d = delivered(&mut actions)[0].1;
-    sub.settle(A, d, Outcome::Rejected, &mut actions).unwrap();
+    sub.settle(A, d, Outcome::Rejected(None), &mut actions)
+        .unwrap();
     let (_, dead) = forwards(&mut actions).remove(0);
     assert_eq!(
         annotation(&dead, "x-opt-original-queue").as_deref(),

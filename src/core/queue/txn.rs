@@ -29,7 +29,8 @@ impl QueueState {
     /// all before anything is dispatched.
     pub fn commit_retirements(&mut self, retired: &[(u64, Outcome)], actions: &mut Vec<Action>) {
         let mut changed = false;
-        for &(delivery_id, outcome) in retired {
+        for (delivery_id, outcome) in retired {
+            let delivery_id = *delivery_id;
             if let Some(u) = self.unacked.get_mut(&delivery_id) {
                 u.locked = false;
             }
@@ -58,7 +59,8 @@ impl QueueState {
             delivery_failed: true,
             undeliverable_here: false,
         };
-        let retired: Vec<(u64, Outcome)> = delivery_ids.iter().map(|&d| (d, failed)).collect();
+        let retired: Vec<(u64, Outcome)> =
+            delivery_ids.iter().map(|&d| (d, failed.clone())).collect();
         self.commit_retirements(&retired, actions);
     }
 

@@ -259,7 +259,7 @@ fn poison_hold_stops_the_group_at_its_head_until_released() {
     let mut got = delivered(&mut a);
     for _ in 0..2 {
         let head = *got.iter().find(|g| g.2 == 0).expect("0 delivered");
-        q.settle(A, head.1, failed, &mut a).unwrap();
+        q.settle(A, head.1, failed.clone(), &mut a).unwrap();
         got = delivered(&mut a);
     }
     // Held at 0: nothing of g moves; h went on; 0 is not dead-lettered.
