@@ -73,6 +73,8 @@ pub struct RawConsumer {
     partial: Option<(u32, BytesMut)>,
     /// Dispositions the broker sent for our deliveries (settled ids).
     pub settled: Vec<u32>,
+    /// The state of each of the broker's settlements, by delivery id.
+    pub settlements: Vec<(u32, Option<DeliveryState>)>,
 }
 
 /// How to attach.
@@ -151,6 +153,7 @@ impl RawConsumer {
             delivery_count: 0,
             partial: None,
             settled: Vec::new(),
+            settlements: Vec::new(),
         })
     }
 
@@ -262,6 +265,7 @@ impl RawConsumer {
                 let mut id = d.first;
                 loop {
                     self.settled.push(id);
+                    self.settlements.push((id, d.state.clone()));
                     if id == last {
                         break;
                     }
@@ -277,16 +281,44 @@ impl RawConsumer {
 
     /// Settles a delivery with an outcome.
     pub async fn settle(&mut self, delivery_id: u32, state: DeliveryState) {
+        self.dispose(delivery_id, state, true).await;
+    }
+
+    /// Sends an outcome for a delivery, settled or leaving settlement to
+    /// the broker.
+    pub async fn dispose(&mut self, delivery_id: u32, state: DeliveryState, settled: bool) {
         let d = Disposition {
             role: Role::Receiver,
             first: delivery_id,
             last: None,
-            settled: true,
+            settled,
             state: Some(state),
             batchable: false,
         };
         self.conn.out.frame(0, &d);
         self.conn.flush().await.expect("disposition sent");
+    }
+
+    /// The state the broker settled `delivery_id` with (reading frames
+    /// until it did; the test fails if it does not in time).
+    pub async fn settlement(&mut self, delivery_id: u32) -> Option<DeliveryState> {
+        let deadline = tokio::time::Instant::now() + DEADLINE;
+        loop {
+            if let Some((_, state)) = self.settlements.iter().find(|(id, _)| *id == delivery_id) {
+                return state.clone();
+            }
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let frame = tokio::time::timeout(left, self.conn.next_frame())
+                .await
+                .expect("the settlement in time")
+                .expect("connection alive");
+            if let Some(r) = self.on_frame(frame.body) {
+                panic!(
+                    "unexpected message while waiting for a settlement: {}",
+                    r.text()
+                );
+            }
+        }
     }
 
     /// Accepts a delivery.
