@@ -3,12 +3,16 @@
 //! the API's OpenAPI description, and a web console (`/`) over the API. Requests authenticate with HTTP Basic as
 //! one of the `[[users]]` (or go anonymous where `allow-anonymous` is on);
 //! what a principal sees and changes is decided by the `manage` permission
-//! of the `[[access]]` rules. docs/OPERATIONS.md shows its use.
+//! of the `[[access]]` rules; failed logins count against the same
+//! per-address limit as AMQP's. docs/OPERATIONS.md shows its use.
 
+use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
-use axum::extract::{Path, Query, State};
+use axum::extract::{ConnectInfo, Path, Query, Request, State};
+use axum::middleware::Next;
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -68,7 +72,47 @@ pub fn router(state: AdminState) -> Router {
         .route("/api/queues/{name}/purge", post(purge))
         .route("/api/queues/{name}/rebalance", post(rebalance))
         .route("/api/queues/{name}/groups/{group}/release", post(release))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            login_limit,
+        ))
         .with_state(state)
+}
+
+/// Failed logins count against the per-address limit AMQP logins count
+/// against (`sasl.max-failed-logins` within `sasl.failed-login-window`,
+/// one limiter for both): past it, a request with credentials from that
+/// address gets 429 without its credentials being checked, until the
+/// window has passed. Serve the router with connect info
+/// (`into_make_service_with_connect_info::<SocketAddr>`) for it to apply.
+async fn login_limit(State(state): State<AdminState>, request: Request, next: Next) -> Response {
+    let peer = request
+        .extensions()
+        .get::<ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
+    let with_credentials = request.headers().contains_key(header::AUTHORIZATION);
+    let Some(ip) = peer.filter(|_| with_credentials) else {
+        return next.run(request).await;
+    };
+    let limiter = &state.ctx.limiter;
+    if !limiter.allowed(ip, Instant::now()) {
+        tracing::warn!(peer = %ip, "admin API: too many failed logins from this address; refused unchecked");
+        let mut response = ApiError(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many failed logins from this address: try again later".into(),
+        )
+        .into_response();
+        response.headers_mut().insert(
+            header::RETRY_AFTER,
+            header::HeaderValue::from(limiter.window().as_secs().max(1)),
+        );
+        return response;
+    }
+    let response = next.run(request).await;
+    if response.status() == StatusCode::UNAUTHORIZED {
+        limiter.failed(ip, Instant::now());
+    }
+    response
 }
 
 /// An error answer: a status and a JSON `{"error": ...}`.

@@ -35,6 +35,11 @@ impl LoginLimiter {
         }
     }
 
+    /// How long failures count against an address.
+    pub fn window(&self) -> Duration {
+        self.window
+    }
+
     /// Whether `addr` may try to log in now.
     pub fn allowed(&self, addr: IpAddr, now: Instant) -> bool {
         if self.max_failures == 0 {

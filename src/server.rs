@@ -418,6 +418,7 @@ impl Server {
             });
             let mut stop = stop_rx.clone();
             tokio::spawn(async move {
+                let app = app.into_make_service_with_connect_info::<std::net::SocketAddr>();
                 let served = axum::serve(listener, app)
                     .with_graceful_shutdown(async move {
                         let _ = stop.wait_for(|stopping| *stopping).await;
