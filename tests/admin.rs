@@ -299,7 +299,10 @@ async fn failed_admin_logins_share_the_per_address_limit_with_amqp_logins() {
     );
     let (broker, _file) = start(&config);
     for _ in 0..5 {
-        assert_eq!(call(&broker, "GET", "/api/queues", Some("admin:guess")).0, 401);
+        assert_eq!(
+            call(&broker, "GET", "/api/queues", Some("admin:guess")).0,
+            401
+        );
     }
     // Refused without being checked, the right password too, and over AMQP.
     let (status, body) = call(&broker, "GET", "/api/queues", Some("admin:secret"));
@@ -322,7 +325,10 @@ async fn failed_admin_logins_share_the_per_address_limit_with_amqp_logins() {
     for _ in 0..5 {
         assert!(Connection::open("c", wrong.as_str()).await.is_err());
     }
-    assert_eq!(call(&broker, "GET", "/api/queues", Some("admin:secret")).0, 429);
+    assert_eq!(
+        call(&broker, "GET", "/api/queues", Some("admin:secret")).0,
+        429
+    );
     assert!(broker.log().contains("admin API: too many failed logins"));
 }
 

@@ -535,3 +535,38 @@ async fn the_manage_permission_filters_and_forbids() {
     admin.close().await;
     assert!(broker.log().contains("management: manage denied"));
 }
+
+/// Outside testing found `$management` replies to a dynamic receiver
+/// refused once any `[[access]]` rule existed, even for an admin with
+/// `manage` on `#`: the reply needs `send` on the caller's own
+/// `dynamic-<uuid>` queue, which no rule but `#` can name. A connection
+/// may now always send to and receive from the dynamic nodes it created,
+/// and only those.
+#[tokio::test]
+async fn replies_reach_a_dynamic_receiver_whatever_the_access_rules() {
+    let mut file = tempfile::NamedTempFile::new().unwrap();
+    let users = users_config(&[("admin", &["ops"]), ("bob", &[])], &[("ops.#", "@ops")]);
+    write!(
+        file,
+        "{users}\n[[access]]\npattern = \"#\"\nmanage = [\"@ops\"]\n"
+    )
+    .unwrap();
+    let broker = Broker::start_with(Some(file.path()));
+    let admin_url = broker.url_as("admin", "secret");
+    send(&admin_url, "ops.q", 1).await;
+    let mut admin = Client::open(&admin_url, Replies::Dynamic).await;
+    let r = admin.read("ops.q").await;
+    assert_eq!((r.status, r.get("messages")), (200, Value::Long(1)));
+    // Another connection, even of the same user, may not send there.
+    for url in [broker.url_as("bob", "secret"), admin_url.clone()] {
+        let mut c = Connection::open("other", url.as_str()).await.unwrap();
+        let mut s = Session::begin(&mut c).await.unwrap();
+        let refused = Sender::attach(&mut s, "intruder", admin.reply_to.as_str()).await;
+        assert!(
+            format!("{refused:?}").contains("UnauthorizedAccess"),
+            "{refused:?}"
+        );
+        let _ = c.close().await;
+    }
+    admin.close().await;
+}

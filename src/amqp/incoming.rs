@@ -271,7 +271,7 @@ fn post(
         .and_then(|m| {
             let node = match target {
                 ProducerTarget::Node(node) => node.clone(),
-                _ => resolve_to(ctx.broker, ctx.principal, &m)?,
+                _ => resolve_to(ctx.broker, ctx.principal, ctx.connection, &m)?,
             };
             Ok((node, m))
         });
@@ -292,10 +292,12 @@ fn post(
     }
 }
 
-/// The node a relayed message's `properties.to` names.
+/// The node a relayed message's `properties.to` names, if `principal` on
+/// `connection` may send there.
 fn resolve_to(
     broker: &Arc<Broker>,
     principal: &Principal,
+    connection: u64,
     message: &Message,
 ) -> Result<Node, AmqpError> {
     let Some(to) = message.to() else {
@@ -318,7 +320,13 @@ fn resolve_to(
         ));
     }
     broker
-        .authorize(principal, Permission::Send, &node.name, node.kind)
+        .authorize_from(
+            connection,
+            principal,
+            Permission::Send,
+            &node.name,
+            node.kind,
+        )
         .and_then(|()| broker.resolve(&node.name, node.kind, &[]))
         .map_err(|e| error::from_core(&e))
 }
@@ -333,7 +341,7 @@ fn publish(
     let from_core = |e: CoreError| error::from_core(&e);
     let node = match target {
         ProducerTarget::Node(node) => node,
-        ProducerTarget::Relay => &resolve_to(ctx.broker, ctx.principal, &message)?,
+        ProducerTarget::Relay => &resolve_to(ctx.broker, ctx.principal, ctx.connection, &message)?,
         ProducerTarget::Coordinator | ProducerTarget::Management => {
             return Err(cond::illegal_state("not a producer"))
         }

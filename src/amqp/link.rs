@@ -335,7 +335,13 @@ impl Session {
                     .map_err(|e| cond::invalid_field(e.to_string()))?;
                 let options = consumer_options::address_options(&node)?;
                 ctx.broker
-                    .authorize(ctx.principal, Permission::Send, &node.name, node.kind)
+                    .authorize_from(
+                        ctx.connection,
+                        ctx.principal,
+                        Permission::Send,
+                        &node.name,
+                        node.kind,
+                    )
                     .map_err(|e| error::from_core(&e))?;
                 let resolved = ctx
                     .broker
@@ -396,7 +402,7 @@ impl Session {
         // consumer as messages are dispatched.
         let mut consumer_filter = None;
         let (queue, cleanup) = if source.dynamic {
-            let queue = ctx.broker.create_dynamic_queue();
+            let queue = ctx.broker.create_dynamic_queue(ctx.connection);
             if let Some(s) = reply.source.as_deref_mut() {
                 s.address = Some(queue.name().to_string());
             }
@@ -422,7 +428,13 @@ impl Session {
                 .map_err(|e| cond::invalid_field(e.to_string()))?;
             let options = consumer_options::address_options(&node)?;
             ctx.broker
-                .authorize(ctx.principal, Permission::Receive, &node.name, node.kind)
+                .authorize_from(
+                    ctx.connection,
+                    ctx.principal,
+                    Permission::Receive,
+                    &node.name,
+                    node.kind,
+                )
                 .map_err(|e| error::from_core(&e))?;
             priority = options.priority.or(priority);
             exclusive = options.exclusive.unwrap_or(exclusive);

@@ -106,7 +106,7 @@ pub(super) fn attach_replies(attach: &Attach, ctx: &mut Ctx<'_>) -> Result<Arc<Q
         _ => None,
     }
     .unwrap_or_else(|| attach.name.clone());
-    let queue = ctx.broker.create_dynamic_queue();
+    let queue = ctx.broker.create_dynamic_queue(ctx.connection);
     if let Err(e) = ctx.replies.insert(address.clone(), Arc::clone(&queue)) {
         ctx.broker.delete_queue(&queue);
         return Err(e);
@@ -372,7 +372,13 @@ fn reply_node(reply_to: &str, ctx: &Ctx<'_>) -> Result<Node, AmqpError> {
         )));
     }
     ctx.broker
-        .authorize(ctx.principal, Permission::Send, &node.name, node.kind)
+        .authorize_from(
+            ctx.connection,
+            ctx.principal,
+            Permission::Send,
+            &node.name,
+            node.kind,
+        )
         .and_then(|()| ctx.broker.resolve(&node.name, node.kind, &[]))
         .map_err(|e| error::from_core(&e))
 }

@@ -146,6 +146,9 @@ pub(super) struct Nodes {
     /// Subscriptions to wildcard patterns (`prices.*`, `orders.#`): added
     /// to every topic the pattern matches, now and when it is created.
     pub(super) patterns: Vec<(String, Arc<Queue>)>,
+    /// Dynamic nodes by name, with the connection that created each: it may
+    /// always send to and receive from them.
+    pub(super) dynamic: HashMap<String, u64>,
 }
 
 /// All nodes of one broker. Shared by every connection.
@@ -559,12 +562,15 @@ impl Broker {
         queue.publish_forced(Arc::new(message))
     }
 
-    /// A new, uniquely named queue for a dynamic node.
-    pub fn create_dynamic_queue(&self) -> Arc<Queue> {
+    /// A new, uniquely named queue for a dynamic node created by
+    /// `connection` (see [`Self::authorize_from`]).
+    pub fn create_dynamic_queue(&self, connection: u64) -> Arc<Queue> {
         let name = format!("dynamic-{}", uuid::Uuid::new_v4());
         let settings = self.options.defaults.queue_settings(&name);
         let queue = self.new_queue(&name, settings, Keep::Never);
-        self.nodes.write().queues.insert(name, Arc::clone(&queue));
+        let mut nodes = self.nodes.write();
+        nodes.dynamic.insert(name.clone(), connection);
+        nodes.queues.insert(name, Arc::clone(&queue));
         queue
     }
 
@@ -583,6 +589,7 @@ impl Broker {
             .is_some_and(|q| Arc::ptr_eq(q, queue))
         {
             nodes.queues.remove(queue.name());
+            nodes.dynamic.remove(queue.name());
         }
         for topic in nodes.topics.values() {
             topic.remove_subscription(queue);
@@ -674,6 +681,25 @@ impl Broker {
     /// Replaces the access rules (at start and when the config is reloaded).
     pub fn set_access(&self, rules: AccessRules) {
         *self.access.write() = Arc::new(rules);
+    }
+
+    /// [`Self::authorize`] for a client on `connection`, which may always
+    /// send to and receive from the dynamic nodes it created (its reply
+    /// queues), whatever the access rules say.
+    pub fn authorize_from(
+        &self,
+        connection: u64,
+        principal: &Principal,
+        permission: Permission,
+        name: &str,
+        kind: Option<NodeKind>,
+    ) -> Result<(), CoreError> {
+        let own = matches!(permission, Permission::Send | Permission::Receive)
+            && self.nodes.read().dynamic.get(name) == Some(&connection);
+        if own {
+            return Ok(());
+        }
+        self.authorize(principal, permission, name, kind)
     }
 
     /// Checks that `principal` may do `permission` on the node `name` (of
