@@ -225,6 +225,7 @@ fn open_store(config: &StoreConfig) -> Result<Arc<Journal>, ServerError> {
             sync,
             watch_dir: Some(config.path.clone()),
             min_free_bytes: config.min_free_disk,
+            ..JournalOptions::default()
         },
     ))
 }

@@ -442,7 +442,7 @@ impl Queue {
         if let (Some(p), Some(_), true) = (&self.persistence, self.store_id, message.header.durable)
         {
             p.journal()
-                .check_accepting()
+                .check_accepting(message.size() as u64)
                 .map_err(|e| CoreError::Store {
                     full: e.is_full(),
                     reason: e.to_string(),

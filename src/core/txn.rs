@@ -154,12 +154,16 @@ impl Transaction {
         // Check first: nothing changes unless everything fits.
         let mut room: Vec<(usize, usize)> = vec![(0, 0); queues.len()];
         let mut durable = false;
+        let mut durable_bytes = 0u64;
         for ((_, message, _), to) in self.posts.iter().zip(&targets) {
             for q in to {
                 let i = index(q);
                 room[i].0 += 1;
                 room[i].1 += message.size();
-                durable |= message.header.durable && locked[i].stores_durable();
+                if message.header.durable && locked[i].stores_durable() {
+                    durable = true;
+                    durable_bytes += message.size() as u64;
+                }
             }
         }
         let mut refusal = None;
@@ -180,7 +184,7 @@ impl Transaction {
         }
         if refusal.is_none() && durable {
             if let Some(p) = queues.iter().find_map(|q| q.persistence()) {
-                if let Err(e) = p.journal().check_accepting() {
+                if let Err(e) = p.journal().check_accepting(durable_bytes) {
                     refusal = Some(CoreError::Store {
                         full: e.is_full(),
                         reason: e.to_string(),

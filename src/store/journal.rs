@@ -10,9 +10,15 @@
 //!
 //! A failed write or sync poisons the journal: the batch's tickets and every
 //! later one fail, and new durable work is refused, until the broker
-//! restarts. Nothing settled before the failure is affected. A free-space
-//! floor refuses new durable work (as RabbitMQ's disk alarm does) before the
-//! disk is actually full.
+//! restarts. Nothing settled before the failure is affected.
+//!
+//! The disk never gets that far: a free-space floor refuses new durable work
+//! (as RabbitMQ's disk alarm does) before the disk is full, counting what
+//! was submitted but not yet written, and each batch is checked against the
+//! space left before it is written (one that would not fit fails alone,
+//! without poisoning anything). The alarm clears as soon as space returns;
+//! when the store has no live messages, or the alarm is on, the writer has
+//! the store give back the space of removed messages ([`Store::reclaim`]).
 //!
 //! Lock order: a queue's lock, then the journal's submission lock (a leaf).
 
@@ -71,6 +77,8 @@ pub struct JournalOptions {
     pub watch_dir: Option<PathBuf>,
     /// Refuse new durable work while less than this is free.
     pub min_free_bytes: u64,
+    /// How the free space of `watch_dir` is read (tests give their own).
+    pub free_space: fn(&std::path::Path) -> std::io::Result<u64>,
 }
 
 impl Default for JournalOptions {
@@ -79,8 +87,14 @@ impl Default for JournalOptions {
             sync: SyncMode::Always,
             watch_dir: None,
             min_free_bytes: 0,
+            free_space: disk_free,
         }
     }
+}
+
+/// Free bytes of the file system holding `path`.
+fn disk_free(path: &std::path::Path) -> std::io::Result<u64> {
+    fs4::available_space(path)
 }
 
 /// Counters for logs and benchmarks.
@@ -106,6 +120,13 @@ pub struct JournalStats {
     /// of at most [`BATCH_BUCKETS`]`[i]` records; the last the larger ones.
     pub batch_buckets: [u64; BATCH_BUCKETS.len() + 1],
 }
+
+/// How often, at most, the store is asked to give space back while the
+/// disk is below its floor and the writer is busy.
+const RECLAIM_UNDER_PRESSURE: Duration = Duration::from_secs(5);
+
+/// Refused batches remembered (their tickets keep failing).
+const MAX_REFUSED_RANGES: usize = 4096;
 
 /// Upper bounds (records) of the batch size histogram's buckets.
 pub const BATCH_BUCKETS: [u64; 11] = [1, 2, 4, 8, 16, 32, 64, 128, 256, 512, 1024];
@@ -175,6 +196,14 @@ pub struct Journal {
     failed: AtomicBool,
     /// The free-space floor is crossed.
     disk_low: AtomicBool,
+    /// Free bytes on the store's disk when last sampled (by the writer,
+    /// before each batch and each second).
+    free: AtomicU64,
+    /// Bytes of message values submitted and not yet written.
+    pending_bytes: AtomicU64,
+    /// Batches refused for lack of space, as ticket ranges: their tickets
+    /// failed, later ones did not.
+    refused: Mutex<Vec<(Ticket, Ticket)>>,
     /// Who to wake at which ticket.
     waiters: Mutex<Vec<(Ticket, Arc<dyn Wake>)>>,
     /// Counters.
@@ -206,6 +235,9 @@ impl Journal {
             failure: Mutex::new(None),
             failed: AtomicBool::new(false),
             disk_low: AtomicBool::new(false),
+            free: AtomicU64::new(u64::MAX),
+            pending_bytes: AtomicU64::new(0),
+            refused: Mutex::new(Vec::new()),
             waiters: Mutex::new(Vec::new()),
             stats: Mutex::new(JournalStats::default()),
             thread: Mutex::new(None),
@@ -227,9 +259,11 @@ impl Journal {
         &self.store
     }
 
-    /// Whether new durable work may be submitted: refused once the journal
-    /// failed, or while the disk is below its free-space floor.
-    pub fn check_accepting(&self) -> Result<(), StoreError> {
+    /// Whether new durable work of `bytes` may be submitted: refused once
+    /// the journal failed, or while the disk is below its free-space floor
+    /// counting what waits to be written (each byte is written twice: to
+    /// the store's log, then to its tables).
+    pub fn check_accepting(&self, bytes: u64) -> Result<(), StoreError> {
         if self.failed.load(Ordering::Acquire) {
             let f = self.failure.lock().clone();
             return Err(match f {
@@ -238,10 +272,18 @@ impl Journal {
                 None => StoreError::Poisoned("unknown failure".into()),
             });
         }
-        if self.disk_low.load(Ordering::Relaxed) {
+        let floor = self.options.min_free_bytes;
+        let coming = self
+            .pending_bytes
+            .load(Ordering::Relaxed)
+            .saturating_add(bytes)
+            .saturating_mul(2);
+        let free = self.free.load(Ordering::Relaxed);
+        if self.disk_low.load(Ordering::Relaxed)
+            || (floor > 0 && free.saturating_sub(coming) < floor)
+        {
             return Err(StoreError::Full(format!(
-                "less than {} bytes free for the store",
-                self.options.min_free_bytes
+                "less than {floor} bytes would be left free for the store"
             )));
         }
         Ok(())
@@ -251,10 +293,13 @@ impl Journal {
     pub fn submit(&self, records: impl IntoIterator<Item = Record>) -> Ticket {
         let mut s = self.submissions.lock();
         let was_empty = s.records.is_empty();
+        let mut bytes = 0;
         for r in records {
+            bytes += r.value_bytes();
             s.records.push(r);
             s.last += 1;
         }
+        self.pending_bytes.fetch_add(bytes, Ordering::Relaxed);
         let last = s.last;
         drop(s);
         if was_empty {
@@ -266,6 +311,16 @@ impl Journal {
     /// Where a ticket stands.
     pub fn status(&self, ticket: Ticket) -> TicketStatus {
         if ticket <= self.durable.load(Ordering::Acquire) {
+            let refused = self.refused.lock();
+            if refused
+                .iter()
+                .any(|(first, last)| (*first..=*last).contains(&ticket))
+            {
+                return TicketStatus::Failed {
+                    full: true,
+                    reason: "the store's disk had no room for it".into(),
+                };
+            }
             return TicketStatus::Durable;
         }
         if self.failed.load(Ordering::Acquire) {
@@ -336,6 +391,9 @@ impl Journal {
         let mut last_sync = Instant::now();
         let mut unsynced = false;
         let mut last_space_check = Instant::now();
+        // Removals since the store last gave space back (unknown at start).
+        let mut removed = true;
+        let mut last_reclaim = Instant::now();
         loop {
             let tick = match self.options.sync {
                 SyncMode::Interval(d) if unsynced => d.min(Duration::from_secs(1)),
@@ -353,8 +411,23 @@ impl Journal {
                 self.check_space();
             }
             if !records.is_empty() {
+                removed |= records.iter().any(Record::removes);
                 self.write_batch(&records, last, &mut unsynced, &mut last_sync);
-            } else if unsynced {
+            } else if removed {
+                // Idle: give back what removed messages held, if the store
+                // thinks it worth it (it has no live messages, or the disk
+                // is low). Under pressure, every few seconds even if busy.
+                removed = !self.reclaim();
+                last_reclaim = Instant::now();
+            }
+            if removed
+                && self.disk_low.load(Ordering::Relaxed)
+                && last_reclaim.elapsed() >= RECLAIM_UNDER_PRESSURE
+            {
+                removed = !self.reclaim();
+                last_reclaim = Instant::now();
+            }
+            if records.is_empty() && unsynced {
                 if let SyncMode::Interval(d) = self.options.sync {
                     if last_sync.elapsed() >= d {
                         self.sync_now(&mut unsynced, &mut last_sync);
@@ -380,6 +453,22 @@ impl Journal {
     ) {
         if self.failed.load(Ordering::Acquire) {
             self.wake_all();
+            return;
+        }
+        let bytes: u64 = records.iter().map(Record::value_bytes).sum();
+        self.pending_bytes.fetch_sub(bytes, Ordering::Relaxed);
+        if !self.room_for(bytes) {
+            // Written, it would fill the disk and poison the store: fail
+            // this batch alone; the alarm refuses new work until there is
+            // room again.
+            let first = last + 1 - records.len() as Ticket;
+            tracing::warn!(
+                records = records.len(),
+                bytes,
+                free = self.free.load(Ordering::Relaxed),
+                "store disk has no room for a batch: its messages are refused"
+            );
+            self.refuse(first, last);
             return;
         }
         let started = Instant::now();
@@ -482,17 +571,73 @@ impl Journal {
         }
     }
 
-    /// Updates the free-space alarm.
+    /// Whether a batch of `bytes` of values fits on the disk (sampling its
+    /// free space): written twice, with a mebibyte to spare for the store's
+    /// own files.
+    fn room_for(&self, bytes: u64) -> bool {
+        self.check_space();
+        let free = self.free.load(Ordering::Relaxed);
+        free == u64::MAX || bytes.saturating_mul(2).saturating_add(1 << 20) <= free
+    }
+
+    /// Fails tickets `first..=last` (a batch that did not fit) without
+    /// poisoning the journal, and wakes their waiters.
+    fn refuse(&self, first: Ticket, last: Ticket) {
+        {
+            let mut refused = self.refused.lock();
+            refused.push((first, last));
+            // Bounded: the oldest ranges were answered long ago.
+            if refused.len() > MAX_REFUSED_RANGES {
+                refused.remove(0);
+            }
+        }
+        self.disk_low.store(true, Ordering::Relaxed);
+        *self.written.lock() = last;
+        self.written_moved.notify_all();
+        self.durable.store(last, Ordering::Release);
+        self.wake_durable(last);
+    }
+
+    /// Has the store give back the space of removed messages, if it thinks
+    /// it worth it; whether it did (or failed trying: not retried at once).
+    fn reclaim(&self) -> bool {
+        let pressure = self
+            .disk_low
+            .load(Ordering::Relaxed)
+            .then(|| self.free.load(Ordering::Relaxed));
+        let started = Instant::now();
+        match self.store.reclaim(pressure) {
+            Ok(false) => false,
+            Ok(true) => {
+                tracing::info!(
+                    pressure = pressure.is_some(),
+                    duration_ms = started.elapsed().as_millis() as u64,
+                    "store gave back the space of removed messages"
+                );
+                self.check_space();
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "store could not give back space");
+                true
+            }
+        }
+    }
+
+    /// Samples the disk's free space, less what the store still has to
+    /// write out (it needs that room), and updates the alarm.
     fn check_space(&self) {
         let Some(dir) = &self.options.watch_dir else {
             return;
         };
+        let Ok(free) = (self.options.free_space)(dir) else {
+            return;
+        };
+        let free = free.saturating_sub(self.store.unflushed_bytes());
+        self.free.store(free, Ordering::Relaxed);
         if self.options.min_free_bytes == 0 {
             return;
         }
-        let Ok(free) = fs4::available_space(dir) else {
-            return;
-        };
         let low = free < self.options.min_free_bytes;
         let was = self.disk_low.swap(low, Ordering::Relaxed);
         if low && !was {

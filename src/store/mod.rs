@@ -88,6 +88,22 @@ pub enum Record {
     },
 }
 
+impl Record {
+    /// Bytes of message value it writes (what fills a disk).
+    pub fn value_bytes(&self) -> u64 {
+        match self {
+            Record::Put { value, .. } => value.len() as u64,
+            Record::PutQueue { meta, .. } => meta.len() as u64,
+            _ => 0,
+        }
+    }
+
+    /// Whether it removes stored data (whose space the store can give back).
+    pub fn removes(&self) -> bool {
+        matches!(self, Record::Delete { .. } | Record::DeleteQueue { .. })
+    }
+}
+
 /// A message read back at recovery.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredMessage {
@@ -145,4 +161,20 @@ pub trait Store: Send + Sync + std::fmt::Debug {
     /// The message ids a queue remembers for duplicate detection, with when
     /// each arrived (in no particular order).
     fn duplicates(&self, queue: u64) -> Result<Vec<(Bytes, u64)>, StoreError>;
+    /// Gives the space of removed messages back to the file system, when
+    /// worth it: when no message is live (then it is cheap), or under
+    /// pressure (the disk is below its floor, with `Some(free)` bytes free)
+    /// when what is live is small enough to be rewritten in what is free.
+    /// Slow: the writer calls it when idle. Returns whether it ran.
+    fn reclaim(&self, pressure: Option<u64>) -> Result<bool, StoreError> {
+        let _ = pressure;
+        Ok(false)
+    }
+
+    /// Bytes written but not yet in their final files (an LSM tree's
+    /// memtables): writing them out takes that much disk again, so it is
+    /// kept free on top of the floor.
+    fn unflushed_bytes(&self) -> u64 {
+        0
+    }
 }

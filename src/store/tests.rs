@@ -2,7 +2,7 @@
 //! store's reopen and torn-write tests and the journal's group commit and
 //! poisoning.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -346,7 +346,7 @@ fn a_failed_fsync_poisons_the_journal() {
         // even though the disk would accept it again.
         assert_eq!(journal.status(ok), TicketStatus::Durable);
         store.fail_sync.store(false, Ordering::SeqCst);
-        let err = journal.check_accepting().unwrap_err();
+        let err = journal.check_accepting(0).unwrap_err();
         assert_eq!(err.is_full(), full, "{err}");
         let later = journal.submit([put(1, 2, "later")]);
         journal.wake_when(later, counter.clone());
@@ -511,4 +511,166 @@ fn fjall_store_keeps_duplicate_ids_across_reopen() {
         vec![(Bytes::from_static(b"a"), 13)]
     );
     assert!(store.duplicates(1).unwrap().is_empty());
+}
+
+/// Bytes the files under `dir` take on disk (blocks, not lengths: fjall
+/// preallocates), split into (journal files, everything else).
+fn disk_usage(dir: &std::path::Path) -> (u64, u64) {
+    use std::os::unix::fs::MetadataExt;
+    let mut usage = (0, 0);
+    for path in walk(dir) {
+        let bytes = std::fs::metadata(&path).map_or(0, |m| m.blocks() * 512);
+        if path.extension().is_some_and(|e| e == "jnl") {
+            usage.0 += bytes;
+        } else {
+            usage.1 += bytes;
+        }
+    }
+    usage
+}
+
+#[test]
+fn fjall_store_gives_back_the_space_of_removed_messages() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = FjallStore::open(dir.path(), &FjallOptions::default()).unwrap();
+    // 70 MB: more than one 64 MB journal, so most of it reaches tables.
+    let big = Bytes::from(
+        (0..100_000u32)
+            .map(|i| (i * 7919 % 251) as u8)
+            .collect::<Vec<_>>(),
+    );
+    let small = Bytes::from(
+        (0..1000u32)
+            .map(|i| (i * 31 % 253) as u8)
+            .collect::<Vec<_>>(),
+    );
+    let mut seq = 0;
+    for _ in 0..70 {
+        let mut batch = Vec::new();
+        for _ in 0..5 {
+            batch.push(Record::Put {
+                queue: 1,
+                seq,
+                value: big.clone(),
+            });
+            seq += 1;
+        }
+        for _ in 0..500 {
+            batch.push(Record::Put {
+                queue: 1,
+                seq,
+                value: small.clone(),
+            });
+            seq += 1;
+        }
+        store.write(&batch).unwrap();
+        store.sync().unwrap();
+    }
+    assert!(
+        !store.reclaim(None).unwrap(),
+        "with live messages and no pressure, nothing to do"
+    );
+    assert!(
+        !store.reclaim(Some(10 << 20)).unwrap(),
+        "under pressure, not when the live messages would not fit"
+    );
+    let deletes: Vec<Record> = (0..seq)
+        .map(|seq| Record::Delete {
+            queue: 1,
+            seq,
+            counted: false,
+        })
+        .collect();
+    store.write(&deletes).unwrap();
+    store.sync().unwrap();
+    let (journal, other) = disk_usage(dir.path());
+    assert!(other > 5 << 20, "tables hold removed messages: {other}");
+    assert!(store.reclaim(None).unwrap(), "no live message: worth it");
+    let (journal_after, other_after) = disk_usage(dir.path());
+    assert!(
+        other_after < 2 << 20,
+        "tables and blobs give their space back: {other} -> {other_after} bytes"
+    );
+    // fjall keeps its active journal (up to 64 MB) until it rotates.
+    assert!(
+        journal_after <= journal.max(64 << 20),
+        "{journal} -> {journal_after}"
+    );
+    // The store still works, and reopens with nothing in it.
+    store.write(&[put(1, seq, "after")]).unwrap();
+    store.sync().unwrap();
+    drop(store);
+    let store = FjallStore::open(dir.path(), &FjallOptions::default()).unwrap();
+    let left: Vec<u64> = all_messages(&store, 1).into_iter().map(|m| m.0).collect();
+    assert_eq!(left, vec![seq]);
+}
+
+/// The free space the journal of [`free_space_follows_the_disk`] sees.
+static FREE: AtomicU64 = AtomicU64::new(0);
+
+fn test_free_space(_: &std::path::Path) -> std::io::Result<u64> {
+    Ok(FREE.load(Ordering::SeqCst))
+}
+
+#[test]
+fn free_space_follows_the_disk_and_a_batch_that_does_not_fit_fails_alone() {
+    FREE.store(10 << 20, Ordering::SeqCst);
+    let dir = tempfile::tempdir().unwrap();
+    let journal = Journal::start(
+        Arc::new(MemoryStore::new()),
+        JournalOptions {
+            watch_dir: Some(dir.path().to_path_buf()),
+            min_free_bytes: 4 << 20,
+            free_space: test_free_space,
+            ..JournalOptions::default()
+        },
+    );
+    let counter = Arc::new(Counter::default());
+    // Each byte counts twice (log and tables): 3 MiB fits above a 4 MiB
+    // floor with 10 MiB free; 3 MiB more, waiting to be written, does not.
+    journal.check_accepting(3 << 20).unwrap();
+    let value = Bytes::from(vec![0u8; 3 << 20]);
+    let first = journal.submit([Record::Put {
+        queue: 1,
+        seq: 0,
+        value: value.clone(),
+    }]);
+    journal.wake_when(first, counter.clone());
+    counter.wait_for(1);
+    assert_eq!(journal.status(first), TicketStatus::Durable);
+    // The disk fills behind the broker's back: a batch that would not fit
+    // is refused alone, the journal is not poisoned, new work is refused.
+    FREE.store(5 << 20, Ordering::SeqCst);
+    let big = journal.submit([Record::Put {
+        queue: 1,
+        seq: 1,
+        value: value.clone(),
+    }]);
+    journal.wake_when(big, counter.clone());
+    counter.wait_for(2);
+    assert!(
+        matches!(journal.status(big), TicketStatus::Failed { full: true, .. }),
+        "{:?}",
+        journal.status(big)
+    );
+    assert!(journal.check_accepting(1).unwrap_err().is_full());
+    // Space returns: the alarm clears without a restart.
+    FREE.store(100 << 20, Ordering::SeqCst);
+    let started = std::time::Instant::now();
+    while journal.check_accepting(1).is_err() {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(10),
+            "still refused"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let later = journal.submit([put(1, 2, "later")]);
+    journal.wake_when(later, counter.clone());
+    counter.wait_for(3);
+    assert_eq!(journal.status(later), TicketStatus::Durable);
+    assert!(
+        matches!(journal.status(big), TicketStatus::Failed { .. }),
+        "the refused batch stays refused"
+    );
+    journal.shutdown();
 }

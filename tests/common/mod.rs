@@ -33,12 +33,16 @@ pub struct Broker {
     pub log: Arc<Mutex<String>>,
     /// The config file it runs with (None: the built-in default).
     config: Option<PathBuf>,
+    /// Its data directory (`dir/data` unless the test chose one).
+    data_dir: PathBuf,
 }
 
-/// Runs `ordo run` on a free loopback port with its data in `dir/data`,
-/// appending its log to `log`; returns once it wrote its port file.
+/// Runs `ordo run` on a free loopback port with its data in `data_dir`
+/// and its port files in `dir`, appending its log to `log`; returns once it
+/// wrote its port file.
 fn spawn(
     dir: &Path,
+    data_dir: &Path,
     config: Option<&Path>,
     log: &Arc<Mutex<String>>,
 ) -> (Child, SocketAddr, Option<SocketAddr>) {
@@ -55,7 +59,7 @@ fn spawn(
         .args(["--listen", "127.0.0.1:0", "--port-file"])
         .arg(&port_file)
         .arg("--data-dir")
-        .arg(dir.join("data"))
+        .arg(data_dir)
         .arg("--admin-port-file")
         .arg(dir.join("admin-port"))
         .env(
@@ -116,9 +120,16 @@ impl Broker {
 
     /// Starts the broker with a config file (None: the built-in default).
     pub fn start_with(config: Option<&Path>) -> Self {
+        Self::start_with_data_dir(config, None)
+    }
+
+    /// Starts the broker with a config file and its data in `data_dir`
+    /// (None: a directory of its own, removed with it).
+    pub fn start_with_data_dir(config: Option<&Path>, data_dir: Option<&Path>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
+        let data_dir = data_dir.map_or_else(|| dir.path().join("data"), Path::to_path_buf);
         let log = Arc::new(Mutex::new(String::new()));
-        let (child, addr, tls_addr) = spawn(dir.path(), config, &log);
+        let (child, addr, tls_addr) = spawn(dir.path(), &data_dir, config, &log);
         Self {
             child,
             addr,
@@ -127,6 +138,7 @@ impl Broker {
             dir,
             log,
             config: config.map(Path::to_path_buf),
+            data_dir,
         }
     }
 
@@ -142,7 +154,12 @@ impl Broker {
     pub fn restart(&mut self) {
         self.kill9();
         self.log.lock().unwrap().push_str("---- restart ----\n");
-        let (child, addr, tls_addr) = spawn(self.dir.path(), self.config.as_deref(), &self.log);
+        let (child, addr, tls_addr) = spawn(
+            self.dir.path(),
+            &self.data_dir,
+            self.config.as_deref(),
+            &self.log,
+        );
         self.tls_addr = tls_addr;
         self.admin_addr = read_admin_addr(self.dir.path());
         self.child = child;
