@@ -37,9 +37,11 @@ async fn connections_are_listed_with_their_consumers_and_one_can_be_closed() {
     work.set_credit(5).await.unwrap();
     let (mut two, mut s2) = connect(&broker, "app-two").await;
 
+    // Each state an assertion reads is waited for: the broker applies the
+    // client's frames (attach, flow, begin) in its own time.
     let list = wait_for(&broker, "/api/connections", None, |v| {
         by_container(v, "app-one").is_some_and(|c| c["links"] == 1)
-            && by_container(v, "app-two").is_some()
+            && by_container(v, "app-two").is_some_and(|c| c["sessions"] == 1)
     })
     .await;
     let first = by_container(&list, "app-one").unwrap();
@@ -50,7 +52,10 @@ async fn connections_are_listed_with_their_consumers_and_one_can_be_closed() {
     let id = first["id"].as_u64().unwrap();
 
     // The connection's page and the consumer listing name each other.
-    let detail = json(&broker, "GET", &format!("/api/connections/{id}"));
+    let detail = wait_for(&broker, &format!("/api/connections/{id}"), None, |v| {
+        v["consumers"][0]["credit"] == 5
+    })
+    .await;
     assert_eq!(detail["consumers"][0]["queue"], "work");
     assert_eq!(detail["consumers"][0]["link"], "work-in");
     assert_eq!(detail["consumers"][0]["credit"], 5);

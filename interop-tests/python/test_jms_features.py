@@ -1735,3 +1735,31 @@ def test_wildcard_subscription_before_any_topic_exists(broker, queue):
                                     options=DurableSubscription())
         assert bodies(drain_all(conn, back)) == ["one", "two", "deep"]
         back.close()
+
+
+def test_hostile_selectors_are_refused_and_the_broker_lives(broker, queue):
+    """Outside testing's reproductions (they once overflowed the broker's
+    stack): each attach is refused with amqp:invalid-field naming the limit,
+    the broker carries on, and a pathological LIKE within the limits against
+    a 300 KB property selects correctly."""
+    hostile = [
+        "(" * 1500 + "a = 1" + ")" * 1500,
+        " OR ".join(["a = 1"] * 10000),
+        "NOT " * 20000 + "a = 1",
+        "a = " + "-" * 20000 + "1",
+        "s LIKE '" + "%_" * 30000 + "z'",
+    ]
+    with blocking(broker.url) as conn:
+        for text in hostile:
+            with pytest.raises(LinkDetached) as refused:
+                conn.create_receiver(queue, options=Selector(text))
+            assert "amqp:invalid-field" in str(refused.value), refused.value
+            assert "(the limit)" in str(refused.value), refused.value
+        worst = "s LIKE '" + "%_" * 127 + "z'"
+        rcv = conn.create_receiver(queue, credit=10, options=Selector(worst))
+        snd = conn.create_sender(queue)
+        snd.send(Message(body="miss", properties={"s": "a" * 300000}))
+        snd.send(Message(body="hit", properties={"s": "a" * 300000 + "z"}))
+        got = rcv.receive(timeout=TIMEOUT)
+        assert got.body == "hit"
+        rcv.accept()

@@ -50,7 +50,7 @@ async function refusal(conn, kind, address) {
 // ---------------------------------------------------------------------------
 // Dead-lettering
 
-test('rejected: the message goes to DLQ with reason and original address', () => withBroker(async (broker) => {
+test('rejected: the message goes to DLQ with the consumer\'s error as reason, and its original address', () => withBroker(async (broker) => {
   const q = queueName('reject');
   const conn = await connect(broker);
   try {
@@ -74,7 +74,9 @@ test('rejected: the message goes to DLQ with reason and original address', () =>
   assert.equal(dead.length, 1);
   const m = dead[0];
   assert.deepEqual([m.body, m.subject, m.application_properties], ['bad', 's', { k: 7 }]);
-  assert.equal(ann(m, REASON), 'rejected');
+  // The consumer's error is the reason it was dead-lettered.
+  assert.equal(ann(m, REASON), 'app:bad');
+  assert.equal(ann(m, 'x-opt-dead-letter-description'), 'no thanks');
   assert.equal(ann(m, ORIGIN), q);
   assert.equal(ann(m, 'x-custom'), 'kept', 'the dead-lettered message lost its annotations');
   assert.deepEqual(await fetchAll(broker, q), []);
