@@ -13,7 +13,8 @@
 //! - [`message_parser`]: a transfer payload (message sections) into the
 //!   section parser and everything that reads sections afterwards.
 //! - [`connection_engine`]: AMQP frames, sent after the protocol headers,
-//!   into a connection of a broker with no store.
+//!   into a connection of a broker with no store and small memory limits;
+//!   what unfinished messages held must be given back when it ends.
 
 use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
@@ -466,6 +467,10 @@ fn run_connection(data: &[u8], chunk: usize, open_first: bool) {
         evaluator: Some(selector_values::evaluate),
         ..BrokerOptions::default()
     });
+    // Memory limits that a fuzzed peer can reach: credit sized by the room
+    // below the mark, and multi-frame messages past 32 KiB refused.
+    broker.set_memory_high_watermark(64 << 20);
+    broker.set_max_assembly_bytes(32 << 10);
     let mut now = Instant::now();
     let mut conn = Connection::new(Arc::new(EngineConfig::default()), Arc::clone(&broker), now);
     let mut input = BytesMut::new();
@@ -491,4 +496,10 @@ fn run_connection(data: &[u8], chunk: usize, open_first: bool) {
         conn.output().clear();
     }
     conn.release_all();
+    drop(conn);
+    assert_eq!(
+        broker.memory().assembly(),
+        0,
+        "bytes of unfinished messages outlived their connection"
+    );
 }

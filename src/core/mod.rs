@@ -3,6 +3,7 @@
 //!
 //! - `access`: authorisation rules (who may send, receive, create, manage where).
 //! - `broker`: the registry of queues and topics, auto-create, routing.
+//! - `node`: a resolved node (queue or topic) and publishing to it.
 //! - `topic`: topics and their subscription lists.
 //! - `subscriptions`: durable, shared and wildcard subscriptions, with selectors and no-local.
 //! - `queue`: one queue's state machine (decides, returns actions).
@@ -27,6 +28,7 @@ pub mod error;
 pub mod management;
 pub mod memory;
 pub mod message;
+pub mod node;
 mod operator;
 pub mod outbox;
 pub mod persist;

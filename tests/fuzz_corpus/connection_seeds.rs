@@ -137,6 +137,42 @@ pub fn connection_seeds() -> Vec<Seed> {
         ]
         .concat()
     };
+    // Deliveries left unfinished (`more = true` to the end): one long one
+    // in many frames, several interleaved over links and sessions, one in a
+    // format Ordo refuses, one past the fuzzing broker's assembly cap.
+    let chunk = vec![0x40u8; 480];
+    let unfinished: Vec<u8> = std::iter::once(frame(0, &producer(0, "q")))
+        .chain(std::iter::once(frame_with(
+            0,
+            &transfer(0, 0, false, true),
+            &chunk,
+        )))
+        .chain((0..100).map(|_| frame_with(0, &continuation(0, true), &chunk)))
+        .collect::<Vec<_>>()
+        .concat();
+    let interleaved: Vec<u8> = [
+        frame(0, &producer(0, "q")),
+        frame(0, &producer(1, "r")),
+        frame_with(0, &transfer(0, 0, false, true), a_part(&full)),
+        frame_with(0, &transfer(1, 1, true, true), a_part(&full)),
+        frame_with(0, &continuation(0, true), a_part(&full)),
+        frame_with(0, &continuation(1, true), a_part(&full)),
+    ]
+    .concat();
+    let odd_format: Vec<u8> = [
+        frame(0, &producer(0, "q")),
+        frame_with(
+            0,
+            &Transfer {
+                message_format: Some(0x8001_3700),
+                ..transfer(0, 0, false, true)
+            },
+            a_part(&full),
+        ),
+        frame_with(0, &continuation(0, false), a_part(&full)),
+        frame_with(0, &transfer(0, 1, false, false), &full),
+    ]
+    .concat();
     let transactions = [
         frame(0, &coordinator(2)),
         frame_with(
@@ -244,6 +280,12 @@ pub fn connection_seeds() -> Vec<Seed> {
         ("outcomes", seq(&[&o, &b, &outcomes, &c])),
         ("groups-selector", seq(&[&o, &b, &groups])),
         ("multi-frame-and-aborted", seq(&[&o, &b, &split])),
+        ("multi-frame-unfinished-long", seq(&[&o, &b, &unfinished])),
+        (
+            "multi-frame-unfinished-interleaved",
+            seq(&[&o, &b, &interleaved]),
+        ),
+        ("multi-frame-unknown-format", seq(&[&o, &b, &odd_format])),
         ("transactions", seq(&[&o, &b, &transactions, &e])),
         ("topics", seq(&[&o, &b, &topics])),
         ("dynamic", seq(&[&o, &b, &dynamic])),
@@ -305,4 +347,9 @@ pub fn connection_seeds() -> Vec<Seed> {
             ]),
         ),
     ]
+}
+
+/// The first 20 bytes of an encoded message (a frame's worth of it).
+fn a_part(full: &[u8]) -> &[u8] {
+    &full[..20.min(full.len())]
 }
