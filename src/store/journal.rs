@@ -204,6 +204,8 @@ pub struct Journal {
     /// Batches refused for lack of space, as ticket ranges: their tickets
     /// failed, later ones did not.
     refused: Mutex<Vec<(Ticket, Ticket)>>,
+    /// Whether `refused` ever had a range.
+    any_refused: AtomicBool,
     /// Who to wake at which ticket.
     waiters: Mutex<Vec<(Ticket, Arc<dyn Wake>)>>,
     /// Counters.
@@ -238,6 +240,7 @@ impl Journal {
             free: AtomicU64::new(u64::MAX),
             pending_bytes: AtomicU64::new(0),
             refused: Mutex::new(Vec::new()),
+            any_refused: AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
             stats: Mutex::new(JournalStats::default()),
             thread: Mutex::new(None),
@@ -311,11 +314,14 @@ impl Journal {
     /// Where a ticket stands.
     pub fn status(&self, ticket: Ticket) -> TicketStatus {
         if ticket <= self.durable.load(Ordering::Acquire) {
-            let refused = self.refused.lock();
-            if refused
-                .iter()
-                .any(|(first, last)| (*first..=*last).contains(&ticket))
-            {
+            // (Nothing ever refused, the common case: no lock.)
+            let refused = self.any_refused.load(Ordering::Acquire)
+                && self
+                    .refused
+                    .lock()
+                    .iter()
+                    .any(|(first, last)| (*first..=*last).contains(&ticket));
+            if refused {
                 return TicketStatus::Failed {
                     full: true,
                     reason: "the store's disk had no room for it".into(),
@@ -591,6 +597,7 @@ impl Journal {
                 refused.remove(0);
             }
         }
+        self.any_refused.store(true, Ordering::Release);
         self.disk_low.store(true, Ordering::Relaxed);
         *self.written.lock() = last;
         self.written_moved.notify_all();
