@@ -334,15 +334,7 @@ impl Session {
                 let node = address::parse(addr, target.capabilities.as_ref())
                     .map_err(|e| cond::invalid_field(e.to_string()))?;
                 let options = consumer_options::address_options(&node)?;
-                ctx.broker
-                    .authorize_from(
-                        ctx.connection,
-                        ctx.principal,
-                        Permission::Send,
-                        &node.name,
-                        node.kind,
-                    )
-                    .map_err(|e| error::from_core(&e))?;
+                ctx.authorize(Permission::Send, &node.name, node.kind)?;
                 let resolved = ctx
                     .broker
                     .resolve(&node.name, node.kind, &options.queue)
@@ -427,15 +419,7 @@ impl Session {
             let node = address::parse(addr, source.capabilities.as_ref())
                 .map_err(|e| cond::invalid_field(e.to_string()))?;
             let options = consumer_options::address_options(&node)?;
-            ctx.broker
-                .authorize_from(
-                    ctx.connection,
-                    ctx.principal,
-                    Permission::Receive,
-                    &node.name,
-                    node.kind,
-                )
-                .map_err(|e| error::from_core(&e))?;
+            ctx.authorize(Permission::Receive, &node.name, node.kind)?;
             priority = options.priority.or(priority);
             exclusive = options.exclusive.unwrap_or(exclusive);
             if let Some(g) = options.group_filter {

@@ -371,15 +371,9 @@ fn reply_node(reply_to: &str, ctx: &Ctx<'_>) -> Result<Node, AmqpError> {
             "reply-to '{reply_to}' names no node: attach a receiver first (dynamic, or with source {ADDRESS})"
         )));
     }
+    ctx.authorize(Permission::Send, &node.name, node.kind)?;
     ctx.broker
-        .authorize_from(
-            ctx.connection,
-            ctx.principal,
-            Permission::Send,
-            &node.name,
-            node.kind,
-        )
-        .and_then(|()| ctx.broker.resolve(&node.name, node.kind, &[]))
+        .resolve(&node.name, node.kind, &[])
         .map_err(|e| error::from_core(&e))
 }
 

@@ -18,7 +18,7 @@ use super::link::{Link, LinkKind};
 use super::management::ReplyQueues;
 use super::outgoing::{send_settle, StoredSettle};
 use super::outgoing::{OutDelivery, Pending};
-use crate::core::access::Principal;
+use crate::core::access::{Permission, Principal};
 use crate::core::serial::remaining;
 use crate::core::{Broker, ConsumerId, Outbox, OutboxItem, Persistence};
 use crate::store::{Journal, Ticket, TicketStatus};
@@ -47,6 +47,22 @@ pub struct Ctx<'a> {
     pub replies: &'a mut ReplyQueues,
     /// Messages the peer sent that the broker took (published or posted).
     pub received: &'a mut u64,
+}
+
+impl Ctx<'_> {
+    /// Whether the peer may do `permission` on node `name`, as an AMQP
+    /// error if not (access rules, and the dynamic nodes this connection
+    /// created, which it may always use).
+    pub fn authorize(
+        &self,
+        permission: Permission,
+        name: &str,
+        kind: Option<crate::core::NodeKind>,
+    ) -> Result<(), AmqpError> {
+        self.broker
+            .authorize_from(self.connection, self.principal, permission, name, kind)
+            .map_err(|e| super::error::from_core(&e))
+    }
 }
 
 /// `a` is before `b` in serial-number order.

@@ -197,18 +197,26 @@ impl RawConsumer {
 
     /// Reads frames until a flow satisfying `pred` arrived (or was seen).
     pub async fn wait_flow(&mut self, pred: impl Fn(&Flow) -> bool) -> Flow {
+        self.read_until("a flow", |c| c.flows.iter().find(|f| pred(f)).cloned())
+            .await
+    }
+
+    /// Reads frames (no message may come meanwhile) until `found` finds
+    /// what the test waits for in what was read; the test fails if `what`
+    /// does not come in time.
+    async fn read_until<T>(&mut self, what: &str, found: impl Fn(&Self) -> Option<T>) -> T {
         let deadline = tokio::time::Instant::now() + DEADLINE;
         loop {
-            if let Some(f) = self.flows.iter().find(|f| pred(f)) {
-                return f.clone();
+            if let Some(t) = found(self) {
+                return t;
             }
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let frame = tokio::time::timeout(left, self.conn.next_frame())
                 .await
-                .expect("the flow in time")
+                .unwrap_or_else(|_| panic!("{what} in time"))
                 .expect("connection alive");
             if let Some(r) = self.on_frame(frame.body) {
-                panic!("unexpected message while waiting for a flow: {}", r.text());
+                panic!("unexpected message while waiting for {what}: {}", r.text());
             }
         }
     }
@@ -302,23 +310,13 @@ impl RawConsumer {
     /// The state the broker settled `delivery_id` with (reading frames
     /// until it did; the test fails if it does not in time).
     pub async fn settlement(&mut self, delivery_id: u32) -> Option<DeliveryState> {
-        let deadline = tokio::time::Instant::now() + DEADLINE;
-        loop {
-            if let Some((_, state)) = self.settlements.iter().find(|(id, _)| *id == delivery_id) {
-                return state.clone();
-            }
-            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
-            let frame = tokio::time::timeout(left, self.conn.next_frame())
-                .await
-                .expect("the settlement in time")
-                .expect("connection alive");
-            if let Some(r) = self.on_frame(frame.body) {
-                panic!(
-                    "unexpected message while waiting for a settlement: {}",
-                    r.text()
-                );
-            }
-        }
+        self.read_until("the settlement", |c| {
+            c.settlements
+                .iter()
+                .find(|(id, _)| *id == delivery_id)
+                .map(|(_, state)| state.clone())
+        })
+        .await
     }
 
     /// Accepts a delivery.

@@ -255,8 +255,9 @@ proptest::proptest! {
     }
 }
 
-/// SQL LIKE by dynamic programming over (pattern, value) positions.
-fn textbook_like(value: &str, pattern: &str, escape: char) -> bool {
+/// SQL LIKE by dynamic programming over (pattern, value) positions: the
+/// reference the one-pass matcher is checked against.
+pub(super) fn textbook_like(value: &str, pattern: &str, escape: char) -> bool {
     let mut items: Vec<Option<Option<char>>> = Vec::new(); // None: %, Some(None): _
     let mut chars = pattern.chars();
     while let Some(c) = chars.next() {
