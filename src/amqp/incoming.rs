@@ -153,7 +153,7 @@ impl Session {
             return;
         };
         let refused = refusal.map(|r| r.error(max_size));
-        if !p.is_control() {
+        if !p.is_control() && refused.is_none() {
             ctx.broker.memory().observe_message(bytes.len() as u64);
         }
         if matches!(p.target, ProducerTarget::Coordinator) {

@@ -125,6 +125,9 @@ pub struct JournalStats {
 /// disk is below its floor and the writer is busy.
 const RECLAIM_UNDER_PRESSURE: Duration = Duration::from_secs(5);
 
+/// How old a sample of the disk's free space may be before a batch.
+const SPACE_SAMPLE_AGE: Duration = Duration::from_millis(10);
+
 /// Refused batches remembered (their tickets keep failing).
 const MAX_REFUSED_RANGES: usize = 4096;
 
@@ -206,6 +209,8 @@ pub struct Journal {
     refused: Mutex<Vec<(Ticket, Ticket)>>,
     /// Whether `refused` ever had a range.
     any_refused: AtomicBool,
+    /// When `free` was sampled.
+    sampled: Mutex<Instant>,
     /// Who to wake at which ticket.
     waiters: Mutex<Vec<(Ticket, Arc<dyn Wake>)>>,
     /// Counters.
@@ -241,6 +246,7 @@ impl Journal {
             pending_bytes: AtomicU64::new(0),
             refused: Mutex::new(Vec::new()),
             any_refused: AtomicBool::new(false),
+            sampled: Mutex::new(Instant::now()),
             waiters: Mutex::new(Vec::new()),
             stats: Mutex::new(JournalStats::default()),
             thread: Mutex::new(None),
@@ -577,13 +583,20 @@ impl Journal {
         }
     }
 
-    /// Whether a batch of `bytes` of values fits on the disk (sampling its
-    /// free space): written twice, with a mebibyte to spare for the store's
-    /// own files.
+    /// Whether a batch of `bytes` of values fits on the disk: written
+    /// twice, with a mebibyte to spare for the store's own files. Free space
+    /// is sampled again when the last sample is older than
+    /// [`SPACE_SAMPLE_AGE`] or the batch is large next to what the last one
+    /// left (cheap as a sample is, small batches come fast without an
+    /// fsync each).
     fn room_for(&self, bytes: u64) -> bool {
-        self.check_space();
+        let need = bytes.saturating_mul(2).saturating_add(1 << 20);
+        let stale = self.sampled.lock().elapsed() >= SPACE_SAMPLE_AGE;
+        if stale || need.saturating_mul(16) > self.free.load(Ordering::Relaxed) {
+            self.check_space();
+        }
         let free = self.free.load(Ordering::Relaxed);
-        free == u64::MAX || bytes.saturating_mul(2).saturating_add(1 << 20) <= free
+        free == u64::MAX || need <= free
     }
 
     /// Fails tickets `first..=last` (a batch that did not fit) without
@@ -642,6 +655,7 @@ impl Journal {
         };
         let free = free.saturating_sub(self.store.unflushed_bytes());
         self.free.store(free, Ordering::Relaxed);
+        *self.sampled.lock() = Instant::now();
         if self.options.min_free_bytes == 0 {
             return;
         }
