@@ -104,8 +104,14 @@ impl Session {
                 }
                 if !transfer.more {
                     // The whole message in one frame: no copy.
-                    let refusal = (payload.len() as u64 > max_size).then_some(Refusal::TooBig);
-                    self.take_delivery(local, delivery_id, settled, payload, refusal, txn, ctx);
+                    let whole = Whole {
+                        delivery_id,
+                        settled,
+                        refusal: (payload.len() as u64 > max_size).then_some(Refusal::TooBig),
+                        bytes: payload,
+                        txn,
+                    };
+                    self.take_delivery(local, whole, ctx);
                     return;
                 }
                 Partial::new(delivery_id, settled, txn, ctx.broker.memory().charge())
@@ -119,31 +125,29 @@ impl Session {
         if partial.refused == Some(Refusal::Format) {
             return;
         }
-        let bytes = std::mem::take(&mut partial.bytes).freeze();
-        let (delivery_id, settled, refusal, txn) = (
-            partial.delivery_id,
-            partial.settled,
-            partial.refused,
-            partial.txn.take(),
-        );
+        let whole = Whole {
+            delivery_id: partial.delivery_id,
+            settled: partial.settled,
+            bytes: std::mem::take(&mut partial.bytes).freeze(),
+            refusal: partial.refused,
+            txn: partial.txn.take(),
+        };
+        // Its bytes are the message's now: the assembly charge goes.
         drop(partial);
-        self.take_delivery(local, delivery_id, settled, bytes, refusal, txn, ctx);
+        self.take_delivery(local, whole, ctx);
     }
 
     /// A whole delivery from producer link `local`: a control message, a
     /// management request, a transactional post or a message to publish;
     /// or one refused while it arrived.
-    #[allow(clippy::too_many_arguments)]
-    fn take_delivery(
-        &mut self,
-        local: u32,
-        delivery_id: u32,
-        settled: bool,
-        bytes: Bytes,
-        refusal: Option<Refusal>,
-        txn: Option<fe2o3_amqp::types::primitives::Binary>,
-        ctx: &mut Ctx<'_>,
-    ) {
+    fn take_delivery(&mut self, local: u32, whole: Whole, ctx: &mut Ctx<'_>) {
+        let Whole {
+            delivery_id,
+            settled,
+            bytes,
+            refusal,
+            txn,
+        } = whole;
         let channel = self.channel;
         let max_size = ctx.config.max_message_size;
         let Some(Some(link)) = self.links.get_mut(local as usize) else {
@@ -380,6 +384,20 @@ pub struct Partial {
     /// What `bytes` holds, counted in the broker's memory gauge until the
     /// delivery ends one way or another.
     pub charge: AssemblyCharge,
+}
+
+/// A delivery once all its frames came.
+struct Whole {
+    /// Its delivery id.
+    delivery_id: u32,
+    /// The sender settled it.
+    settled: bool,
+    /// Its bytes (none if it was refused while it arrived).
+    bytes: Bytes,
+    /// Why it was refused while it arrived, if it was.
+    refusal: Option<Refusal>,
+    /// The transaction it is posted in.
+    txn: Option<fe2o3_amqp::types::primitives::Binary>,
 }
 
 /// Why a delivery is refused while it is still arriving.
