@@ -195,8 +195,10 @@ fn salted_password(password: &str, salt: &[u8], iterations: u32) -> [u8; 32] {
     salted
 }
 
+// The one `expect` of the library: HMAC accepts keys of any length (longer
+// ones are hashed, RFC 2104), so `new_from_slice` cannot fail.
+#[allow(clippy::expect_used)]
 fn hmac(key: &[u8], message: &[u8]) -> [u8; 32] {
-    // HMAC accepts keys of any length (longer ones are hashed), so this cannot fail.
     let mut mac = HmacSha256::new_from_slice(key).expect("HMAC takes keys of any length");
     mac.update(message);
     mac.finalize().into_bytes().into()

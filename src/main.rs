@@ -1,7 +1,7 @@
 //! The `ordo` command: parses the command line, sets up logging and signals, and
 //! hands over to the library. Everything worth testing lives in the library.
-#![warn(missing_docs)]
-#![cfg_attr(not(test), deny(clippy::unwrap_used))]
+#![deny(missing_docs)]
+#![deny(clippy::unwrap_used, clippy::expect_used)]
 
 /// jemalloc gives memory back to the OS once connections and messages are
 /// gone (glibc malloc keeps its fragmented arenas).
