@@ -33,7 +33,9 @@ pub fn from_core(e: &CoreError) -> AmqpErrorFrame {
         CoreError::UnknownDelivery { .. } => AmqpError::IllegalState.into(),
         CoreError::UnknownConsumer { .. } => AmqpError::IllegalState.into(),
         CoreError::Store { full: true, .. } => AmqpError::ResourceLimitExceeded.into(),
-        CoreError::Store { full: false, .. } => AmqpError::InternalError.into(),
+        CoreError::Store { full: false, .. } | CoreError::Internal { .. } => {
+            AmqpError::InternalError.into()
+        }
         // Azure Service Bus' conditions, which its session receivers expect.
         CoreError::GroupLocked { .. } => {
             ErrorCondition::Custom(Symbol::from("com.microsoft:session-cannot-be-locked"))

@@ -438,7 +438,11 @@ impl Session {
                                     delivery_failed: true,
                                     undeliverable_here: false,
                                 };
-                                let _ = c.queue.settle(c.consumer, &[d.delivery_id], failed);
+                                let (returned, _) =
+                                    c.queue.settle(c.consumer, &[d.delivery_id], failed);
+                                if let Err(e) = returned {
+                                    tracing::error!(queue = c.queue.name(), seq, error = %e, "the delivery of a missing paged-out message could not be returned");
+                                }
                             }
                             return;
                         }

@@ -90,6 +90,13 @@ pub enum CoreError {
         /// Why it could not commit.
         reason: String,
     },
+    /// Something the broker checked could not happen did: a bug, reported
+    /// rather than dropped (`amqp:internal-error`).
+    #[error("internal error: {message}")]
+    Internal {
+        /// What happened.
+        message: String,
+    },
     /// A call named a consumer the queue does not know.
     #[error("unknown consumer {consumer:?}")]
     UnknownConsumer {

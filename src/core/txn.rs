@@ -145,19 +145,30 @@ impl Transaction {
             .collect();
         queues.sort_by_key(|q| Arc::as_ptr(q) as usize);
         queues.dedup_by(|a, b| Arc::ptr_eq(a, b));
-        let index = |q: &Arc<Queue>| {
+        // Each post's queues by their index in `queues` (all are there: it
+        // was built from them).
+        let position = |q: &Arc<Queue>| {
             queues
                 .binary_search_by_key(&(Arc::as_ptr(q) as usize), |x| Arc::as_ptr(x) as usize)
-                .unwrap_or(0)
+                .ok()
+        };
+        let indexes: Option<Vec<Vec<usize>>> = targets
+            .iter()
+            .map(|to| to.iter().map(position).collect())
+            .collect();
+        let Some(indexes) = indexes else {
+            self.roll_back();
+            return Err(CoreError::Internal {
+                message: "a queue of the commit is missing from its set".into(),
+            });
         };
         let mut locked: Vec<_> = queues.iter().map(|q| q.lock()).collect();
         // Check first: nothing changes unless everything fits.
         let mut room: Vec<(usize, usize)> = vec![(0, 0); queues.len()];
         let mut durable = false;
         let mut durable_bytes = 0u64;
-        for ((_, message, _), to) in self.posts.iter().zip(&targets) {
-            for q in to {
-                let i = index(q);
+        for ((_, message, _), to) in self.posts.iter().zip(&indexes) {
+            for &i in to {
                 room[i].0 += 1;
                 room[i].1 += message.size();
                 if message.header.durable && locked[i].stores_durable() {
@@ -199,13 +210,25 @@ impl Transaction {
                 reason: e.to_string(),
             });
         }
-        // Apply: posts in order, then the retirements' outcomes.
-        for ((_, message, arrival), to) in self.posts.iter().zip(&targets) {
-            for q in to {
-                let (state, actions) = locked[index(q)].state();
-                // Checked above: a full queue with drop-oldest makes room.
-                let _ =
+        // Apply: posts in order, then the retirements' outcomes. Room was
+        // checked above under the same locks (and drop-oldest makes room), so
+        // an enqueue cannot fail; if one did, the commit is reported failed
+        // rather than a message silently missing from it.
+        let mut failed = None;
+        for ((_, message, arrival), to) in self.posts.iter().zip(&indexes) {
+            for &i in to {
+                let (state, actions) = locked[i].state();
+                let done =
                     state.enqueue_with(Arc::clone(message), arrival.duplicate_id.as_ref(), actions);
+                if let Err(e) = done {
+                    tracing::error!(queue = %queues[i].name(), error = %e, "a committed message could not be enqueued");
+                    failed.get_or_insert(CoreError::Internal {
+                        message: format!(
+                            "the commit could not enqueue on '{}': {e}",
+                            queues[i].name()
+                        ),
+                    });
+                }
             }
         }
         for (i, l) in locked.iter_mut().enumerate() {
@@ -239,6 +262,9 @@ impl Transaction {
         for (queue, forwards) in forwarded {
             ticket = ticket.max(queue.route_forwards(forwards));
         }
-        Ok(ticket)
+        match failed {
+            Some(e) => Err(e),
+            None => Ok(ticket),
+        }
     }
 }
