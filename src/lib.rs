@@ -12,6 +12,7 @@
 //! - `tls`: the rustls server configuration and client certificate identities.
 //! - `connections`: the open connections, for the admin API (list, close).
 //! - `limits`: failed logins per source address, connections per user.
+//! - `lock_order`: the locks that nest, with their ranks, checked in debug builds.
 //! - `auth`: user credentials in SCRAM-SHA-256 form and their verification.
 //! - `fuzzing`: entry points of the fuzz targets (tests/fuzz/README.md).
 //! - `tools`: `ordo send`, `ordo receive` and `ordo bench`, on the engine's client role.
@@ -30,6 +31,7 @@ pub mod core;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod limits;
+pub mod lock_order;
 pub mod server;
 pub mod store;
 pub mod tls;

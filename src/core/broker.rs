@@ -6,6 +6,7 @@ use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 
+use crate::lock_order::{self, Rank};
 use parking_lot::RwLock;
 
 use super::access::{AccessRules, Permission, Principal};
@@ -99,7 +100,7 @@ pub(super) struct Nodes {
 #[derive(Debug)]
 pub struct Broker {
     /// Queues, topics and subscriptions.
-    pub(super) nodes: RwLock<Nodes>,
+    pub(super) nodes: lock_order::RwLock<Nodes>,
     /// Behaviour switches.
     pub(super) options: BrokerOptions,
     /// Source of consumer ids, unique across the broker.
@@ -110,7 +111,7 @@ pub struct Broker {
     next_connection: AtomicU64,
     /// Queues that asked to be woken at a time (a scheduled message, a
     /// redelivery delay): (when, ms since the epoch; queue name).
-    wakeups: parking_lot::Mutex<std::collections::BTreeSet<(u64, String)>>,
+    wakeups: lock_order::Mutex<std::collections::BTreeSet<(u64, String)>>,
     /// Told when an earlier wake-up is asked for.
     wakeup_changed: tokio::sync::Notify,
     /// Who may do what where; replaced when the configuration is reloaded.
@@ -171,12 +172,12 @@ impl Broker {
     /// A broker with no nodes.
     fn empty(options: BrokerOptions) -> Arc<Self> {
         Arc::new_cyclic(|me: &Weak<Broker>| Self {
-            nodes: RwLock::new(Nodes::default()),
+            nodes: lock_order::RwLock::new(Rank::Registry, Nodes::default()),
             options,
             next_consumer: AtomicU64::new(1),
             next_name: AtomicU64::new(1),
             next_connection: AtomicU64::new(1),
-            wakeups: Default::default(),
+            wakeups: lock_order::Mutex::new(Rank::Timer, Default::default()),
             wakeup_changed: tokio::sync::Notify::new(),
             access: RwLock::new(Arc::new(AccessRules::default())),
             memory: Arc::new(MemoryGauge::default()),

@@ -11,7 +11,7 @@
 
 use std::sync::Arc;
 
-use parking_lot::Mutex;
+use crate::lock_order::{Mutex, Rank};
 use tokio::sync::Notify;
 
 use super::message::Message;
@@ -70,7 +70,7 @@ pub struct FlowState {
 }
 
 /// A connection's mailbox: items pushed by queues, drained by the connection.
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct Outbox {
     /// Items not yet taken by the connection.
     items: Mutex<Vec<OutboxItem>>,
@@ -81,7 +81,10 @@ pub struct Outbox {
 impl Outbox {
     /// A new, empty outbox.
     pub fn new() -> Arc<Self> {
-        Arc::new(Self::default())
+        Arc::new(Self {
+            items: Mutex::new(Rank::Outbox, Vec::new()),
+            notify: Notify::new(),
+        })
     }
 
     /// Adds an item and wakes the connection if the box was empty.

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 use std::sync::{Arc, Weak};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use parking_lot::Mutex;
+use crate::lock_order::{Mutex, MutexGuard, Rank, RwLock};
 
 use super::broker::Broker;
 use super::error::CoreError;
@@ -34,7 +34,7 @@ pub struct Queue {
     /// The queue's name, readable without the lock.
     name: String,
     /// Settings, readable without the lock (they do not change).
-    settings: parking_lot::RwLock<QueueSettings>,
+    settings: RwLock<QueueSettings>,
     /// State, outboxes and a reusable action buffer.
     inner: Mutex<Inner>,
     /// Where dead-lettered and expired messages are routed.
@@ -44,7 +44,7 @@ pub struct Queue {
     /// The queue's id in the store, if it is durable.
     store_id: Option<u64>,
     /// For a topic subscription: which copies it takes.
-    subscription: parking_lot::RwLock<SubscriptionFilter>,
+    subscription: RwLock<SubscriptionFilter>,
 }
 
 /// Which of a topic's messages a subscription queue takes.
@@ -127,7 +127,7 @@ pub(crate) struct Locked<'a> {
     /// The queue.
     queue: &'a Queue,
     /// Its state, locked.
-    inner: parking_lot::MutexGuard<'a, Inner>,
+    inner: MutexGuard<'a, Inner>,
 }
 
 impl Locked<'_> {
@@ -224,19 +224,22 @@ impl Queue {
             state.set_persistence(store_id, Arc::clone(p));
         }
         Self {
-            inner: Mutex::new(Inner {
-                state,
-                outboxes: HashMap::new(),
-                actions: Vec::new(),
-                deleted: false,
-                wake_at: None,
-            }),
+            inner: Mutex::new(
+                Rank::Queue,
+                Inner {
+                    state,
+                    outboxes: HashMap::new(),
+                    actions: Vec::new(),
+                    deleted: false,
+                    wake_at: None,
+                },
+            ),
             name,
-            settings: parking_lot::RwLock::new(settings),
+            settings: RwLock::new(Rank::QueueSettings, settings),
             broker,
             persistence,
             store_id,
-            subscription: parking_lot::RwLock::new(SubscriptionFilter::default()),
+            subscription: RwLock::new(Rank::QueueSettings, SubscriptionFilter::default()),
         }
     }
 

@@ -2,7 +2,7 @@
 
 use std::sync::Arc;
 
-use parking_lot::RwLock;
+use crate::lock_order::{Rank, RwLock};
 
 use super::error::CoreError;
 use super::message::{Arrival, Message};
@@ -23,7 +23,7 @@ impl Topic {
     pub fn new(name: String) -> Self {
         Self {
             name,
-            subscriptions: RwLock::new(Vec::new()),
+            subscriptions: RwLock::new(Rank::Topic, Vec::new()),
         }
     }
 

@@ -32,6 +32,7 @@ use bytes::Bytes;
 use parking_lot::{Condvar, Mutex};
 
 use super::{Record, Store, StoreError};
+use crate::lock_order::{self, Rank};
 
 /// Identifies submitted records: durable once the journal's durable mark
 /// reaches it.
@@ -184,7 +185,7 @@ pub struct Journal {
     /// How it runs.
     options: JournalOptions,
     /// Records not yet taken by the writer.
-    submissions: Mutex<Submissions>,
+    submissions: lock_order::Mutex<Submissions>,
     /// Wakes the writer.
     work: Condvar,
     /// Highest durable ticket.
@@ -234,7 +235,7 @@ impl Journal {
         let journal = Arc::new(Self {
             store,
             options,
-            submissions: Mutex::new(Submissions::default()),
+            submissions: lock_order::Mutex::new(Rank::Journal, Submissions::default()),
             work: Condvar::new(),
             durable: AtomicU64::new(0),
             written: Mutex::new(0),
@@ -414,7 +415,7 @@ impl Journal {
             let (records, last, stop) = {
                 let mut s = self.submissions.lock();
                 if s.records.is_empty() && !s.stop {
-                    self.work.wait_for(&mut s, tick);
+                    self.work.wait_for(s.raw(), tick);
                 }
                 (std::mem::take(&mut s.records), s.last, s.stop)
             };
