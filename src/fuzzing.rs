@@ -401,6 +401,7 @@ pub fn message_parser(data: &[u8]) {
             first_acquirer: !redelivered,
             settled: false,
             paged: None,
+            release: None,
             group_first: redelivered,
         };
         let payload = message::delivery_payload(&delivery);

@@ -21,6 +21,7 @@ use fe2o3_amqp::types::primitives::{Array, OrderedMap, Symbol, Value};
 use super::coordinator::Transactions;
 use super::error::{self, cond};
 use super::frame::{self, MIN_MAX_FRAME_SIZE};
+use super::loads::Loads;
 use super::management::ReplyQueues;
 use super::session::{Ctx, Session};
 use crate::core::access::Principal;
@@ -131,6 +132,11 @@ pub struct Connection {
     last_received: Instant,
     /// Reused buffer for outbox items.
     items: Vec<OutboxItem>,
+    /// Reused buffer for the items that may be sent now.
+    ready: Vec<OutboxItem>,
+    /// Deliveries waiting for their paged-out bodies, and what waits
+    /// behind them on the same link.
+    loads: Loads,
     /// Highest journal ticket we asked to be woken for.
     wake_registered: Ticket,
     /// Transactions the peer declared and has not discharged.
@@ -183,6 +189,8 @@ impl Connection {
             last_sent: now,
             last_received: now,
             items: Vec::new(),
+            ready: Vec::new(),
+            loads: Loads::default(),
             wake_registered: 0,
             transactions: Transactions::default(),
             id,
@@ -535,10 +543,17 @@ impl Connection {
         let before = self.out.buf.len();
         let mut items = std::mem::take(&mut self.items);
         self.outbox.take_all(&mut items);
+        let mut ready = std::mem::take(&mut self.ready);
         for item in items.drain(..) {
+            self.loads
+                .admit(item, self.broker.persistence(), &self.outbox, &mut ready);
+        }
+        self.items = items;
+        for item in ready.drain(..) {
             let (consumer, delivery) = match &item {
                 OutboxItem::Deliver(d) => (d.consumer, 1),
                 OutboxItem::Flow(f) => (f.consumer, 0),
+                OutboxItem::Loaded(l) => (l.consumer, 0),
             };
             let Some(&(channel, handle)) = self.consumers.get(&consumer) else {
                 // The link is gone; its queue took back what it held.
@@ -549,11 +564,11 @@ impl Connection {
                 .get_mut(usize::from(channel))
                 .and_then(Option::as_mut)
             {
-                session.enqueue_outgoing(handle, item, self.broker.persistence().map(|p| &**p));
+                session.enqueue_outgoing(handle, item);
                 self.traffic.1 += delivery;
             }
         }
-        self.items = items;
+        self.ready = ready;
         self.settle_stored();
         for session in self.sessions.iter_mut().flatten() {
             session.emit(&mut self.out);
@@ -579,6 +594,11 @@ impl Connection {
             self.wake_registered = waiting;
             journal.wake_when(waiting, Arc::clone(&self.outbox) as Arc<dyn Wake>);
         }
+    }
+
+    /// Items held back while paged-out bodies are read.
+    pub fn loads_pending(&self) -> usize {
+        self.loads.len()
     }
 
     /// Keeps time: a heartbeat when we have been quiet for half the peer's

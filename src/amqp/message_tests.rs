@@ -22,6 +22,7 @@ fn delivery(message: Message, delivery_count: u32, first_acquirer: bool) -> Deli
         first_acquirer,
         settled: false,
         paged: None,
+        release: None,
         group_first: false,
     }
 }

@@ -9,6 +9,7 @@
 //! - `coordinator`: the transaction coordinator: declare, discharge, open transactions.
 //! - `management`: the management node `$management`: requests in, responses to their reply-to.
 //! - `outgoing`: deliveries to consumers (frame splitting, dispositions).
+//! - `loads`: deliveries waiting for their paged-out bodies, in link order.
 //! - `frame`: reading and writing frames.
 //! - `message`: message sections: parse the header, keep the rest as bytes.
 //! - `address`: node addresses and their options.
@@ -32,6 +33,7 @@ pub mod handshake;
 pub mod incoming;
 pub mod io;
 pub mod link;
+pub mod loads;
 pub mod management;
 pub mod message;
 pub mod outgoing;

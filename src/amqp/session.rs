@@ -20,7 +20,7 @@ use super::outgoing::{send_settle, StoredSettle};
 use super::outgoing::{OutDelivery, Pending};
 use crate::core::access::{Permission, Principal};
 use crate::core::serial::remaining;
-use crate::core::{Broker, ConsumerId, Outbox, OutboxItem, Persistence};
+use crate::core::{Broker, ConsumerId, Outbox, OutboxItem};
 use crate::store::{Journal, Ticket, TicketStatus};
 
 /// What a session needs from its connection while handling a frame.
@@ -410,43 +410,37 @@ impl Session {
     }
 
     /// Queues a delivery or flow update from the outbox for a link. A
-    /// paged-out body is read back from the store first.
-    pub fn enqueue_outgoing(
-        &mut self,
-        handle: u32,
-        item: OutboxItem,
-        persistence: Option<&Persistence>,
-    ) {
+    /// delivery still without its paged-out body is one the store could not
+    /// give back: it is returned to its queue.
+    pub fn enqueue_outgoing(&mut self, handle: u32, item: OutboxItem) {
         if self.ending {
             return;
         }
         match item {
-            OutboxItem::Deliver(mut d) => {
+            OutboxItem::Deliver(d) => {
                 let Some(Some(link)) = self.links.get(handle as usize) else {
                     return;
                 };
                 let LinkKind::Consumer(c) = &link.kind else {
                     return;
                 };
-                if let Some((queue, seq)) = d.paged.take() {
-                    match persistence.map(|p| p.load(queue, seq)) {
-                        Some(Ok(Some(m))) => d.message = Arc::new(m),
-                        other => {
-                            if !d.settled {
-                                tracing::error!(queue = c.queue.name(), seq, result = ?other, "paged-out message missing from the store; returned to the queue");
-                                let failed = crate::core::Outcome::Modified {
-                                    delivery_failed: true,
-                                    undeliverable_here: false,
-                                };
-                                let (returned, _) =
-                                    c.queue.settle(c.consumer, &[d.delivery_id], failed);
-                                if let Err(e) = returned {
-                                    tracing::error!(queue = c.queue.name(), seq, error = %e, "the delivery of a missing paged-out message could not be returned");
-                                }
-                            }
-                            return;
+                if let Some((_, seq)) = d.paged {
+                    if !d.settled {
+                        tracing::error!(
+                            queue = c.queue.name(),
+                            seq,
+                            "paged-out message missing from the store; returned to the queue"
+                        );
+                        let failed = crate::core::Outcome::Modified {
+                            delivery_failed: true,
+                            undeliverable_here: false,
+                        };
+                        let (returned, _) = c.queue.settle(c.consumer, &[d.delivery_id], failed);
+                        if let Err(e) = returned {
+                            tracing::error!(queue = c.queue.name(), seq, error = %e, "the delivery of a missing paged-out message could not be returned");
                         }
                     }
+                    return;
                 }
                 let delivery_id = self.next_delivery_id;
                 self.next_delivery_id = self.next_delivery_id.wrapping_add(1);
@@ -464,6 +458,8 @@ impl Session {
                     .push_back(Pending::transfer(handle, delivery_id, &d));
             }
             OutboxItem::Flow(state) => self.pending.push_back(Pending::Flow { handle, state }),
+            // Taken by the connection's `Loads` before this.
+            OutboxItem::Loaded(_) => {}
         }
     }
 }

@@ -17,6 +17,7 @@
 //! - `settings`: per-queue settings (from the config or `queue.*` options).
 //! - `selector`: JMS message selectors: parsing and three-valued evaluation.
 //! - `serial`: serial-number arithmetic of delivery counts against credit.
+//! - `loader`: reads of paged-out bodies on threads of their own.
 //! - `memory`: what clients make the broker hold (queued messages, messages
 //!   in assembly) against the high-water mark and the assembly cap.
 //! - `persist`: what is stored (message and queue encodings), the memory
@@ -25,6 +26,7 @@
 pub mod access;
 pub mod broker;
 pub mod error;
+pub mod loader;
 pub mod management;
 pub mod memory;
 pub mod message;

@@ -25,6 +25,20 @@ pub enum OutboxItem {
     /// The link's flow state after a drain completed or an echo was asked
     /// for: the connection sends it as a flow frame.
     Flow(FlowState),
+    /// The body of a paged-out delivery, read by the loader (None: the
+    /// store could not give it).
+    Loaded(Loaded),
+}
+
+/// A paged-out body read back for a delivery.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The consumer the delivery is for.
+    pub consumer: ConsumerId,
+    /// The queue's id of the delivery.
+    pub delivery_id: u64,
+    /// The whole message, or None if it could not be read.
+    pub message: Option<Arc<Message>>,
 }
 
 /// A message handed to a consumer.
@@ -43,8 +57,11 @@ pub struct Delivery {
     /// The consumer link is pre-settled: the queue already forgot the message.
     pub settled: bool,
     /// The message's body is paged out: (queue id, seq) to read it from the
-    /// store before sending (the connection does, outside the queue's lock).
+    /// store before sending (the connection has the loader read it).
     pub paged: Option<(u64, u64)>,
+    /// For a pre-settled delivery of a paged-out body: the record removing
+    /// it from the store, submitted once the body was read.
+    pub release: Option<crate::store::Record>,
     /// The first message of its group this consumer gets since it became
     /// the group's owner (annotated `x-opt-group-first-for-consumer`).
     pub group_first: bool,

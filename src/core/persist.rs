@@ -13,6 +13,7 @@ use std::sync::Arc;
 use bytes::{Buf, BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 
+use super::loader::{Done, Loader};
 use super::message::{AnnotationValue, HeaderFields, Message, RoutingFields};
 use super::settings::QueueSettings;
 use crate::store::{Journal, StoreError};
@@ -328,12 +329,15 @@ pub struct Persistence {
     resident: AtomicUsize,
     /// Next queue id.
     next_queue_id: AtomicU64,
+    /// Reads paged-out bodies off the callers' threads.
+    loader: Loader,
 }
 
 impl Persistence {
     /// A persistence layer over `journal`, paging past `memory_limit` bytes.
     pub fn new(journal: Arc<Journal>, memory_limit: usize) -> Arc<Self> {
         Arc::new(Self {
+            loader: Loader::new(Arc::clone(&journal)),
             journal,
             memory_limit,
             resident: AtomicUsize::new(0),
@@ -381,8 +385,16 @@ impl Persistence {
         self.resident.load(Ordering::Relaxed)
     }
 
-    /// Reads a paged-out message back.
-    pub fn load(&self, queue: u64, seq: u64) -> Result<Option<Message>, StoreError> {
+    /// Reads a paged-out message back on a loader thread and calls `done`
+    /// with it there (see `core::loader`): no queue lock is held and the
+    /// caller does not wait.
+    pub fn load_later(&self, queue: u64, seq: u64, done: Done) {
+        self.loader.load(queue, seq, done);
+    }
+
+    /// Reads a paged-out message back, here and now (tests).
+    #[cfg(test)]
+    pub(crate) fn load(&self, queue: u64, seq: u64) -> Result<Option<Message>, StoreError> {
         match self.journal.read(queue, seq)? {
             Some(value) => Ok(Some(decode_entry(value, true)?.message)),
             None => Ok(None),

@@ -54,7 +54,7 @@ fn consume(queue: &Queue, id: u64, credit: u32) -> (ConsumerId, Vec<Delivery>) {
         .into_iter()
         .filter_map(|i| match i {
             OutboxItem::Deliver(d) => Some(d),
-            OutboxItem::Flow(_) => None,
+            OutboxItem::Flow(_) | OutboxItem::Loaded(_) => None,
         })
         .collect();
     (consumer, deliveries)

@@ -73,7 +73,17 @@ struct Inner {
 
 /// A message to move elsewhere once the queue's lock is released, and the
 /// record that removes it here once it is stored there.
-pub(crate) type Forward = (String, Message, Option<Record>);
+#[derive(Debug)]
+pub(crate) struct Forward {
+    /// Where it goes.
+    address: String,
+    /// The message (without its bytes when `body` is set).
+    message: Message,
+    /// Where its paged-out body is stored.
+    body: Option<(u64, u64)>,
+    /// The record removing it here.
+    release: Option<Record>,
+}
 
 impl Inner {
     /// Carries out the actions the state machine decided: deliveries to
@@ -101,9 +111,15 @@ impl Inner {
                 Action::Forward {
                     address,
                     message,
+                    body,
                     release,
                 } => {
-                    forwards.push((address, message, release));
+                    forwards.push(Forward {
+                        address,
+                        message,
+                        body,
+                        release,
+                    });
                     continue;
                 }
                 Action::Store(record) => {
@@ -336,14 +352,47 @@ impl Queue {
 
     /// Routes messages moved elsewhere (dead-letter, expiry), then submits
     /// the records that remove them here. Returns the highest ticket.
+    /// A message whose body is paged out is moved by the loader once its
+    /// body is read (see `core::loader`): not here, and not in the ticket.
     pub(crate) fn route_forwards(&self, forwards: Vec<Forward>) -> Option<Ticket> {
         let mut ticket = None;
-        if let Some(broker) = self.broker.upgrade() {
-            for (address, message, release) in forwards {
-                let stored = broker.forward(&address, message);
-                ticket = ticket.max(stored);
-                if let (Some(record), Some(p)) = (release, &self.persistence) {
-                    ticket = ticket.max(Some(p.journal().submit([record])));
+        let broker = self.broker.upgrade()?;
+        for forward in forwards {
+            match (forward.body, &self.persistence) {
+                (Some((queue, seq)), Some(p)) => {
+                    let journal = Arc::clone(p.journal());
+                    let broker = Arc::downgrade(&broker);
+                    let Forward {
+                        address,
+                        mut message,
+                        release,
+                        ..
+                    } = forward;
+                    p.load_later(
+                        queue,
+                        seq,
+                        Box::new(move |loaded| match (loaded, broker.upgrade()) {
+                            (Ok(Some(full)), Some(broker)) => {
+                                message.annotations = full.annotations;
+                                message.bare = full.bare;
+                                broker.forward(&address, message);
+                                if let Some(record) = release {
+                                    journal.submit([record]);
+                                }
+                            }
+                            (other, _) => {
+                                // Kept where it is stored: it comes back at the
+                                // next start rather than being lost.
+                                tracing::error!(queue, seq, %address, result = ?other.err(), "a paged-out message to move could not be read; left in the store");
+                            }
+                        }),
+                    );
+                }
+                _ => {
+                    ticket = ticket.max(broker.forward(&forward.address, forward.message));
+                    if let (Some(record), Some(p)) = (forward.release, &self.persistence) {
+                        ticket = ticket.max(Some(p.journal().submit([record])));
+                    }
                 }
             }
         }

@@ -773,3 +773,4 @@ fn message_sections_pass_through_byte_for_byte() {
 
 mod hostile;
 mod links;
+mod paging;

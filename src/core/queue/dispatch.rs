@@ -319,28 +319,30 @@ impl QueueState {
             self.counters.acked += 1;
         }
         entry.acquired = true;
-        // A pre-settled delivery leaves the queue (and the store) now, so a
-        // paged-out body is read before that; otherwise the connection
-        // reads it when it sends the transfer.
-        let (message, paged) = if settled {
-            (self.full_message(&entry), None)
-        } else {
-            (Arc::clone(&entry.message), self.paged_ref(&entry))
+        // A paged-out body is read by the loader for the connection; a
+        // pre-settled delivery leaves the queue now, but the record removing
+        // it from the store waits for that read (it travels with it).
+        let paged = self.body_of(&entry);
+        let release = if settled { self.retire(&entry) } else { None };
+        let (release, store) = match release {
+            Some(r) if paged.is_some() => (Some(r), None),
+            r => (None, r),
         };
         actions.push(Action::Deliver(Delivery {
             consumer: id,
             delivery_id,
-            message,
+            message: Arc::clone(&entry.message),
             delivery_count: entry.delivery_count,
             first_acquirer,
             settled,
             paged,
+            release,
             group_first,
         }));
         let slot = entry.group;
         if settled {
             let closes = entry.closes;
-            if let Some(r) = self.retire(&entry) {
+            if let Some(r) = store {
                 actions.push(Action::Store(r));
             }
             if slot != NO_GROUP {
@@ -361,12 +363,6 @@ impl QueueState {
         }
         self.rotate_taker(id, priority);
         self.refresh_consumer(index);
-    }
-
-    /// Where a paged-out entry's body is stored.
-    fn paged_ref(&self, entry: &Entry) -> Option<(u64, u64)> {
-        entry.paged.then_some(())?;
-        self.store_id.map(|q| (q, entry.seq))
     }
 
     /// Browsers with credit see the next messages after where they were,
@@ -427,10 +423,8 @@ impl QueueState {
                             delivery_count: entry.delivery_count,
                             first_acquirer: false,
                             settled: true,
-                            paged: self
-                                .store_id
-                                .filter(|_| entry.paged)
-                                .map(|q| (q, entry.seq)),
+                            paged: self.body_of(entry),
+                            release: None,
                             group_first: false,
                         },
                     )

@@ -62,8 +62,12 @@ pub enum Action {
     Forward {
         /// Where it goes.
         address: String,
-        /// The message, annotated with why.
+        /// The message, annotated with why: without its bytes when its
+        /// body is paged out (`body`).
         message: Message,
+        /// Where its body is stored, when it is paged out: the loader reads
+        /// it before the message goes (no decision reads the disk).
+        body: Option<(u64, u64)>,
         /// The store record removing it here, submitted only after the
         /// destination stored it, so a crash in between never loses it.
         release: Option<Record>,

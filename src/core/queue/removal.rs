@@ -141,12 +141,14 @@ impl QueueState {
             let Some(entry) = self.remove_at(key, slot) else {
                 break;
             };
-            let mut message = (*self.full_message(&entry)).clone();
+            let mut message = (*entry.message).clone();
             message.header.delivery_count = 0;
+            let body = self.body_of(&entry);
             let release = self.retire(&entry);
             actions.push(Action::Forward {
                 address,
                 message,
+                body,
                 release,
             });
             report.moved += 1;
@@ -267,23 +269,12 @@ impl QueueState {
         }
     }
 
-    /// The whole message of an entry: read back from the store if its body
-    /// is paged out (for the rare paths that move a message elsewhere).
-    pub(super) fn full_message(&self, entry: &Entry) -> Arc<Message> {
-        if !entry.paged {
-            return Arc::clone(&entry.message);
-        }
-        let loaded = match (&self.persistence, self.store_id) {
-            (Some(p), Some(queue)) => p.load(queue, entry.seq),
-            _ => Ok(None),
-        };
-        match loaded {
-            Ok(Some(m)) => Arc::new(m),
-            other => {
-                tracing::error!(queue = %self.name, seq = entry.seq, result = ?other.err(), "paged-out message body not found in the store");
-                Arc::clone(&entry.message)
-            }
-        }
+    /// Where an entry's body is stored, if it is paged out (its message
+    /// here is its routing fields only): whoever moves or delivers it has
+    /// the loader read it first; no decision reads the disk.
+    pub(super) fn body_of(&self, entry: &Entry) -> Option<(u64, u64)> {
+        entry.paged.then_some(())?;
+        self.store_id.map(|queue| (queue, entry.seq))
     }
 
     /// Moves a message to the dead-letter address with the reason.
@@ -334,11 +325,24 @@ impl QueueState {
             Some((_, AnnotationValue::String(s))) => s.clone(),
             _ => String::new(),
         };
-        let mut full = (*self.full_message(&entry)).clone();
+        let mut full = (*entry.message).clone();
         for (key, value) in annotations {
             full = full.with_annotation(key, value);
         }
+        let body = self.body_of(&entry);
         let release = self.retire(&entry);
+        if address == self.name && body.is_some() {
+            // Its body is paged out: it goes to the back of this queue as a
+            // move to itself, once the loader has read it.
+            full.header.delivery_count = entry.delivery_count;
+            actions.push(Action::Forward {
+                address,
+                message: full,
+                body,
+                release,
+            });
+            return;
+        }
         if address == self.name {
             // The dead-letter queue itself (or a queue that is its own
             // dead-letter address): never lose the message. It goes to the
@@ -365,6 +369,7 @@ impl QueueState {
         actions.push(Action::Forward {
             address,
             message,
+            body,
             release,
         });
     }
@@ -391,9 +396,9 @@ impl QueueState {
                 return;
             }
         };
-        let full = self.full_message(&entry);
+        let body = self.body_of(&entry);
         let release = self.retire(&entry);
-        let mut message = self.with_origin((*full).clone());
+        let mut message = self.with_origin((*entry.message).clone());
         // It expired here; it does not expire again where it goes.
         message.header.ttl = None;
         if let Some(r) = message.routing.as_mut() {
@@ -403,6 +408,7 @@ impl QueueState {
         actions.push(Action::Forward {
             address,
             message,
+            body,
             release,
         });
     }
