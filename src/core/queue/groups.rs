@@ -209,6 +209,10 @@ pub(super) struct Group {
     pub last_delivery: Option<u64>,
 }
 
+/// The hash that puts a group id in a bucket past `max-groups`: the same
+/// everywhere and always.
+const BUCKET_HASH: foldhash::fast::FixedState = foldhash::fast::FixedState::with_seed(0x6f72_646f);
+
 /// Every group of a queue.
 #[derive(Debug, Default)]
 pub(super) struct Groups {
@@ -265,8 +269,11 @@ impl Groups {
             return slot;
         }
         if max_groups > 0 {
-            // The same hasher for the queue's life: an id keeps its bucket.
-            let bucket = (self.named.hasher().hash_one(id) % u64::from(max_groups)) as u32;
+            // A fixed hash: an id keeps its bucket for the queue's life, across
+            // restarts, and on every replica applying the same commands (the
+            // map's own hasher is seeded per process). Ids chosen to share a
+            // bucket only share it: the map is not at stake.
+            let bucket = (BUCKET_HASH.hash_one(id) % u64::from(max_groups)) as u32;
             if let Some(&slot) = self.buckets.get(&bucket) {
                 return slot;
             }

@@ -13,6 +13,11 @@
 //!   messages back (and they are then the next of their group);
 //! - nothing is lost and nothing is delivered twice beyond redeliveries:
 //!   at the end every message is accepted exactly once.
+//!
+//! And one property the replicated log of clustering relies on: a queue's
+//! decisions are a pure function of the commands it is given and the time
+//! passed in (no clock, randomness or I/O inside), so the same sequence
+//! applied twice to fresh queues yields the same actions, in the same order.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 
@@ -71,6 +76,8 @@ struct Model {
     sent: u32,
     /// Group of each body.
     group_of: HashMap<u32, Option<u8>>,
+    /// Every action the queue returned, in order, as text.
+    transcript: Vec<String>,
 }
 
 fn message(n: u32, group: Option<u8>) -> Arc<Message> {
@@ -93,6 +100,8 @@ impl Model {
         exclusive: bool,
         strict: bool,
     ) {
+        self.transcript
+            .extend(actions.iter().map(|a| format!("{a:?}")));
         for a in actions.drain(..) {
             let Action::Deliver(d) = a else { continue };
             let body = u32::from_be_bytes(d.message.bare[..4].try_into().unwrap());
@@ -174,7 +183,9 @@ fn outcome_of(o: u8) -> Outcome {
     }
 }
 
-fn run(ops: Vec<Op>, settings: QueueSettings, exclusive: bool) {
+/// Runs `ops` against a fresh queue, checking the model after each step;
+/// returns the transcript of the queue's actions.
+fn run(ops: Vec<Op>, settings: QueueSettings, exclusive: bool) -> Vec<String> {
     let strict = settings.group_ordering == crate::core::settings::GroupOrdering::Strict;
     let mut q = QueueState::new("q", settings);
     let mut m = Model::default();
@@ -324,7 +335,8 @@ fn run(ops: Vec<Op>, settings: QueueSettings, exclusive: bool) {
     }
     q.roll_back_retirements(&locked, &mut a);
     m.observe(&q, &mut a, exclusive, strict);
-    let attached: Vec<u64> = m.credit.keys().copied().collect();
+    let mut attached: Vec<u64> = m.credit.keys().copied().collect();
+    attached.sort_unstable();
     for c in attached {
         let mine: Vec<u64> = m
             .inflight
@@ -368,6 +380,7 @@ fn run(ops: Vec<Op>, settings: QueueSettings, exclusive: bool) {
         m.accepted.values().all(|&n| n == 1),
         "a message accepted twice"
     );
+    m.transcript
 }
 
 fn unlimited() -> QueueSettings {
@@ -398,6 +411,17 @@ proptest! {
     #[test]
     fn strict_groups_have_one_delivery_in_flight(ops in proptest::collection::vec(op(), 1..200)) {
         run(ops, QueueSettings { group_ordering: crate::core::settings::GroupOrdering::Strict, ..unlimited() }, false);
+    }
+
+    #[test]
+    fn decisions_are_a_pure_function_of_commands_and_time(ops in proptest::collection::vec(op(), 1..200)) {
+        let strict = QueueSettings { group_ordering: crate::core::settings::GroupOrdering::Strict, max_groups: 2, ..unlimited() };
+        for (settings, exclusive) in [(unlimited(), false), (strict, false), (unlimited(), true)] {
+            let first = run(ops.clone(), settings.clone(), exclusive);
+            let again = run(ops.clone(), settings, exclusive);
+            prop_assert!(!first.is_empty() || ops.iter().all(|o| !matches!(o, Op::Enqueue(_))));
+            prop_assert_eq!(first, again);
+        }
     }
 
     #[test]
